@@ -1,0 +1,39 @@
+"""Every default the runner uses, in one place."""
+
+from __future__ import annotations
+
+#: Key prefix for everything the runner writes to a backend.
+NAMESPACE = "process_balancer"
+#: Backend used when neither the config nor ``configure()`` names one and REDIS_URL is unset.
+BACKEND_URL = "redis://127.0.0.1:6379/0"
+
+#: Worker capacity of one process: at most this many slots run in it at once.
+MAX_THREADS = 10
+#: Seconds a stopping process waits for its running iterations before it exits anyway.
+SHUTDOWN_TIMEOUT = 30.0
+#: Seconds between two heartbeats of a process.
+HEARTBEAT_INTERVAL = 1.0
+#: Seconds after its last heartbeat at which a silent process is considered dead, its slots
+#: move to peers and the worker locks it held may be taken over.
+PROCESS_EXPIRY = 3.0
+
+#: Built-in worker lock used by jobs that do not choose one.
+LOCK_DRIVER = "simple_redis"
+#: Seconds a worker lock lives without renewal (job option ``runtime_lock_timeout``).
+RUNTIME_LOCK_TIMEOUT = 30.0
+#: Seconds a worker waits for its lock before it skips the iteration.
+LOCK_ACQUIRE_TIMEOUT = 10.0
+#: The worker lock is renewed in the background when this fraction of its TTL has passed.
+LOCK_RENEW_FRACTION = 1 / 3
+
+#: Restart backoff for a worker whose job raised: first delay, growth factor and cap.
+RESTART_BACKOFF_BASE = 1.0
+RESTART_BACKOFF_FACTOR = 2.0
+RESTART_BACKOFF_MAX = 60.0
+#: Delay before a worker that called ``status_abort()`` is started again.
+ABORT_RESTART_DELAY = 1.0
+
+#: Config files looked for, in order, when ``-c`` is not given.
+CONFIG_PATHS = ("process_balancer.yml", "config/process_balancer.yml")
+#: Environment used when neither ``-e`` nor APP_ENV names one.
+ENVIRONMENT = "development"
