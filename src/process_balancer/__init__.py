@@ -2,8 +2,28 @@
 
 from __future__ import annotations
 
+from .api import (
+    Client,
+    adjust_scheduled_workers,
+    configure,
+    running_workers,
+    scheduled_workers,
+    send_command,
+)
 from .job import Base
+from .locks import LockContext, LockDriver
 
 __version__ = "0.1.0"
 
-__all__ = ["Base", "__version__"]
+__all__ = [
+    "Base",
+    "Client",
+    "LockContext",
+    "LockDriver",
+    "__version__",
+    "adjust_scheduled_workers",
+    "configure",
+    "running_workers",
+    "scheduled_workers",
+    "send_command",
+]

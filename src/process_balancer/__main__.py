@@ -1,0 +1,5 @@
+"""``python -m process_balancer`` runs the CLI."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,182 @@
+"""The coordination backend interface every backend (Redis, PostgreSQL, SQLite) implements.
+
+A backend stores the shared state of one group (a namespace): the live members with their
+heartbeat deadlines, each member's traits (capacity, quiet, jobs it can run) and volatile info
+(what it runs now), the worker counts set at runtime, the current assignment of slots with the
+state version it was computed from, remote commands addressed to members, and the worker locks.
+
+Every change to an input of the assignment (membership, traits, counts) bumps one integer
+``version``. The assignment is stored with the version it was computed from, and is written
+only if that version is still current (compare-and-set), so every process agrees on one
+assignment per version and slots never flap between two views.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class BackendError(Exception):
+    """The backend could not be reached or answered with something unusable."""
+
+
+class CorruptStateError(BackendError):
+    """Data found in the backend that this version cannot read (it is reported, never deleted)."""
+
+
+@dataclass(frozen=True)
+class HeartbeatResult:
+    joined: bool                 # the member was not in the group before this heartbeat
+    changed: bool                # this heartbeat changed the group's state version
+    version: int                 # current state version
+    assignment_version: int      # state version the stored assignment was computed from
+    #: this member's slots (job -> indexes) when the assignment changed since ``seen``, else None
+    slots: dict[str, tuple[int, ...]] | None
+    commands: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MemberState:
+    identity: str
+    deadline: float                  # backend clock, seconds since the epoch
+    traits: dict[str, Any]           # capacity, active, jobs, defaults, started_at, hostname, pid
+    info: dict[str, Any]             # volatile: running slots, errors, restarts
+
+
+@dataclass(frozen=True)
+class GroupSnapshot:
+    """A consistent read of everything the assignment is computed from."""
+
+    version: int
+    assignment_version: int
+    members: list[MemberState]
+    counts: dict[str, int]
+    assignment: dict[str, dict[str, list[int]]]
+    unplaced: dict[str, list[int]]
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """A worker lock that was taken: the holder's token and the slot's fencing token."""
+
+    token: str
+    fence: int
+
+
+class Backend(abc.ABC):
+    """Shared state of one group of processes, identified by ``namespace``."""
+
+    url: str
+    namespace: str
+
+    # -- membership --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def heartbeat(
+        self,
+        identity: str,
+        *,
+        traits: Mapping[str, Any],
+        info: Mapping[str, Any],
+        expiry: float,
+        seen_assignment_version: int,
+    ) -> HeartbeatResult:
+        """Refresh ``identity``'s membership for ``expiry`` seconds and prune expired members.
+
+        Costs a bounded amount of work when membership is unchanged, whatever the group size.
+        Pending remote commands for ``identity`` are returned and removed.
+        """
+
+    @abc.abstractmethod
+    def leave(self, identity: str) -> None:
+        """Remove ``identity`` from the group at once."""
+
+    @abc.abstractmethod
+    def snapshot(self) -> GroupSnapshot:
+        """Read live members, counts and the current assignment atomically."""
+
+    @abc.abstractmethod
+    def write_assignment(
+        self,
+        version: int,
+        slots: Mapping[str, Mapping[str, tuple[int, ...]]],
+        unplaced: Mapping[str, tuple[int, ...]],
+    ) -> bool:
+        """Store an assignment computed from state ``version`` if that is still current."""
+
+    # -- worker counts -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def get_count(self, job_id: str) -> int | None:
+        """The worker count set at runtime for ``job_id``, or None."""
+
+    @abc.abstractmethod
+    def set_count(self, job_id: str, *, to: int | None, by: int | None, default: int) -> int:
+        """Set (``to``) or change (``by``, from the current count or ``default``) the count.
+
+        Raises ValueError (and writes nothing) when the result would be negative.
+        """
+
+    @abc.abstractmethod
+    def clear_count(self, job_id: str) -> None:
+        """Forget the runtime count so the config's ``workers`` applies again."""
+
+    # -- remote commands ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def send_command(self, identity: str, command: Mapping[str, Any]) -> bool:
+        """Queue ``command`` for ``identity``; False (nothing queued) if it is not a member."""
+
+    # -- worker locks ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def lock_acquire(self, name: str, holder: str, ttl: float) -> Acquired | None:
+        """Take lock ``name`` for ``holder`` for ``ttl`` seconds.
+
+        Succeeds if the lock is free, expired, or held by a member whose membership has
+        expired. Every success increments the lock's fencing token.
+        """
+
+    @abc.abstractmethod
+    def lock_renew(self, name: str, token: str, ttl: float) -> bool:
+        """Extend the lock if ``token`` still holds it; False means it is lost."""
+
+    @abc.abstractmethod
+    def lock_release(self, name: str, token: str) -> bool:
+        """Release the lock if ``token`` still holds it; never touches another holder's lock."""
+
+    # -- notifications -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def listen(self, on_event: Callable[[str], None], stop: threading.Event) -> None:
+        """Block, calling ``on_event(message)`` for group events, until ``stop`` is set.
+
+        Messages: ``"state"`` (an input of the assignment changed), ``"assignment"`` (a new
+        assignment was written), ``"released <lock name>"`` (a worker lock was released).
+        Connection problems are retried inside; this returns only when ``stop`` is set.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password hidden, for logs and status output."""
+        return redact_url(self.url)
+
+
+def redact_url(url: str) -> str:
+    """Hide the password in ``scheme://user:password@host`` URLs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, hostpart = rest.rpartition("@")
+    if ":" in userinfo:
+        user = userinfo.split(":", 1)[0]
+        userinfo = f"{user}:***"
+    return f"{scheme}://{userinfo}@{hostpart}"

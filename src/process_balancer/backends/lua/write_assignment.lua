@@ -1,0 +1,18 @@
+-- Store an assignment only if the state version it was computed from is still current and
+-- no assignment for that version was stored yet (compare-and-set: one assignment per version).
+-- KEYS: version, assignment_version, assignment (hash), unplaced
+-- ARGV: version, channel, unplaced json, then identity, slots json pairs
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then
+  return 0
+end
+if (redis.call('GET', KEYS[2]) or '0') == ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[3])
+for i = 4, #ARGV, 2 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+end
+redis.call('SET', KEYS[4], ARGV[3])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'assignment')
+return 1

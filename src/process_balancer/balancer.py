@@ -1,0 +1,87 @@
+"""Group-level balancing: from a backend snapshot to the stored assignment."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from .assignment import Assignment, Member, assign
+from .backends.base import Backend, GroupSnapshot, MemberState
+
+logger = logging.getLogger(__name__)
+
+
+def member_from_state(state: MemberState) -> Member:
+    """The assignment's view of one member; unreadable traits make it get nothing."""
+    traits = state.traits
+    capacity = traits.get("capacity")
+    jobs = traits.get("jobs")
+    if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0:
+        logger.error("member %s advertises capacity %r; it gets no slots", state.identity, capacity)
+        capacity = 0
+    if not isinstance(jobs, list) or not all(isinstance(j, str) for j in jobs):
+        logger.error("member %s advertises jobs %r; it gets no slots", state.identity, jobs)
+        jobs = []
+    return Member(
+        identity=state.identity,
+        capacity=capacity,
+        active=bool(traits.get("active", False)),
+        jobs=frozenset(jobs),
+    )
+
+
+def config_counts(members: list[MemberState]) -> dict[str, int]:
+    """Each job's config ``workers``, as advertised by the oldest member that runs the job.
+
+    During a rolling deploy members may carry different configs; taking the oldest member's
+    value makes every process pick the same one.
+    """
+    counts: dict[str, int] = {}
+    ordered = sorted(
+        members, key=lambda m: (float(m.traits.get("started_at") or 0.0), m.identity)
+    )
+    for member in ordered:
+        advertised = member.traits.get("defaults")
+        if not isinstance(advertised, Mapping):
+            continue
+        for job_id, count in advertised.items():
+            if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+                counts.setdefault(job_id, count)
+    return counts
+
+
+def effective_counts(snapshot: GroupSnapshot) -> dict[str, int]:
+    """Scheduled workers per job: the runtime count, else the config's."""
+    counts = config_counts(snapshot.members)
+    for job_id in counts:
+        if job_id in snapshot.counts:
+            counts[job_id] = snapshot.counts[job_id]
+    return counts
+
+
+def compute(snapshot: GroupSnapshot) -> Assignment:
+    members = [member_from_state(m) for m in snapshot.members]
+    return assign(members, effective_counts(snapshot), previous=snapshot.assignment)
+
+
+def rebalance(backend: Backend) -> tuple[int, Assignment] | None:
+    """Store the assignment for the current state if none is stored for it yet.
+
+    Returns (version, assignment) when this call wrote it, None when it was current already
+    or another process wrote it first (both compute the same result from the same state).
+    """
+    snapshot = backend.snapshot()
+    if snapshot.version == snapshot.assignment_version:
+        return None
+    result = compute(snapshot)
+    if not backend.write_assignment(snapshot.version, result.slots, result.unplaced):
+        return None
+    for job_id, indexes in sorted(result.unplaced.items()):
+        logger.warning(
+            "job %s: %d slot(s) %s cannot be placed: no live, non-quiet process running this "
+            "job has spare capacity (max_threads); start more processes or lower the count",
+            job_id,
+            len(indexes),
+            list(indexes),
+        )
+    return snapshot.version, result

@@ -1,0 +1,42 @@
+"""``simple_redis``: a token lock with a TTL in the coordination backend's store."""
+
+from __future__ import annotations
+
+from .base import LockContext, LockDriver
+
+
+class SimpleRedisLock(LockDriver):
+    """A lock key holding ``<token> <fence> <holder>`` with a TTL of ``runtime_lock_timeout``.
+
+    Renewal and release compare the token in a Lua script, so they never touch a lock that
+    another holder took. The holder's identity is in the value so that a lock left by a
+    crashed process can be taken over as soon as that process's membership expires, instead
+    of after the full TTL; the fencing token (a per-slot counter incremented on every
+    acquisition) lets a job's own writes reject a holder that was paused past that point.
+    """
+
+    def __init__(self, context: LockContext) -> None:
+        super().__init__(context)
+        self._token: str | None = None
+
+    def try_acquire(self) -> int | None:
+        acquired = self.context.backend.lock_acquire(
+            self.context.name, self.context.holder, self.context.ttl
+        )
+        if acquired is None:
+            return None
+        self._token = acquired.token
+        return acquired.fence
+
+    def renew(self) -> bool:
+        if self._token is None:
+            return False
+        return self.context.backend.lock_renew(self.context.name, self._token, self.context.ttl)
+
+    def release(self) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            self.context.backend.lock_release(self.context.name, token)
+
+    def wait_hint(self) -> str | None:
+        return f"released {self.context.name}"

@@ -1,0 +1,356 @@
+"""The process manager: heartbeat loop, slot reconciliation, signals and remote commands."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from .backends.base import Backend, BackendError, CorruptStateError
+from .balancer import rebalance
+from .config import JobConfig, Settings
+from .job import Base
+from .leases import Lease, LeaseKeeper, Membership
+from .locks import LockContext, resolve_driver
+from .notify import Notifier
+from .supervisor import Supervisor
+from .worker import WorkerSpec
+
+logger = logging.getLogger(__name__)
+
+COMMANDS = ("quiet", "stop", "dump")
+
+
+def make_identity() -> str:
+    """``hostname:pid:nonce``: unique even when a pid is reused on the same host."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def thread_dump() -> str:
+    """Every thread's current stack, as text."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    parts = []
+    for ident, frame in sys._current_frames().items():
+        stack = "".join(traceback.format_stack(frame))
+        parts.append(f"Thread {names.get(ident, '?')} ({ident}):\n{stack}")
+    return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class JobEntry:
+    config: JobConfig
+    job_class: type[Base]
+
+
+class Manager:
+    """Runs one process of the group until it is stopped.
+
+    ``handle_signals=False`` leaves signal handling to the embedding program, which then calls
+    :meth:`request_stop` / :meth:`request_quiet` itself.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        job_classes: dict[str, type[Base]],
+        backend: Backend,
+        *,
+        identity: str | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.identity = identity or make_identity()
+        self.jobs = {
+            job_id: JobEntry(config, job_classes[job_id])
+            for job_id, config in settings.jobs.items()
+        }
+        self._drivers = {
+            job_id: resolve_driver(entry.job_class.lock_driver, job_id=job_id)
+            for job_id, entry in self.jobs.items()
+        }
+        self._handle_signals = handle_signals
+        self._wake = threading.Event()
+        self._listener_stop = threading.Event()
+        self._stop_requested = False
+        self._signals_seen = 0
+        self._quiet = False
+        self._stopping = False
+        self._dump_requested = False
+        self._joined_once = False
+        self._seen_assignment_version = -1
+        self._slots: dict[str, tuple[int, ...]] = {}
+        self._stale_since: float | None = None
+        self.started_at = time.time()
+        self.membership = Membership()
+        self.notifier = Notifier()
+        self.keeper = LeaseKeeper(self.membership, self._lease_lost)
+        self.supervisor = Supervisor(
+            make_spec=self._make_spec,
+            keeper=self.keeper,
+            notifier=self.notifier,
+            wake=self._wake.set,
+        )
+
+    # -- requests (signal handlers, remote commands, embedding code) -------------------------
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        self._wake.set()
+
+    def request_quiet(self) -> None:
+        self._quiet = True
+        self._wake.set()
+
+    def request_dump(self) -> None:
+        self._dump_requested = True
+        self._wake.set()
+
+    # -- main loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Join the group, run slots until stopped, leave. Returns the exit code."""
+        if self._handle_signals:
+            self._install_signal_handlers()
+        listener = threading.Thread(target=self._listen, name="pb-listener", daemon=True)
+        listener.start()
+        self.keeper.start()
+        logger.info(
+            "process %s joining group %r on %s with max_threads=%d; jobs: %s",
+            self.identity,
+            self.settings.namespace,
+            self.backend.display_url,
+            self.settings.max_threads,
+            ", ".join(sorted(self.jobs)) or "(none)",
+        )
+        stop_deadline: float | None = None
+        failures = 0
+        while True:
+            if self._dump_requested:
+                self._dump_requested = False
+                logger.warning("thread dump of %s:\n%s", self.identity, thread_dump())
+            if self._stop_requested and not self._stopping:
+                self._stopping = True
+                stop_deadline = time.monotonic() + self.settings.shutdown_timeout
+                logger.info(
+                    "stopping: giving up all slots, waiting up to %.0fs for running iterations",
+                    self.settings.shutdown_timeout,
+                )
+                self.supervisor.stop_all("process stopping")
+            self._wake.clear()
+            timeout = self.settings.heartbeat_interval
+            try:
+                next_restart = self._beat()
+                failures = 0
+                if next_restart is not None:
+                    timeout = min(timeout, next_restart)
+            except BackendError as exc:
+                failures += 1
+                timeout = min(self.settings.heartbeat_interval, 0.1 * 2**failures)
+                logger.warning(
+                    "heartbeat failed (%s); retrying in %.1fs, running iterations stop in %.1fs "
+                    "unless it succeeds",
+                    exc,
+                    timeout,
+                    max(0.0, self.membership.valid_until - time.monotonic()),
+                )
+            if self._stopping:
+                alive = self.supervisor.alive()
+                if not alive:
+                    break
+                assert stop_deadline is not None
+                if time.monotonic() >= stop_deadline:
+                    logger.warning(
+                        "shutdown_timeout of %.0fs passed; exiting with %d iteration(s) still "
+                        "running: %s",
+                        self.settings.shutdown_timeout,
+                        len(alive),
+                        ", ".join(f"{w.spec.job_id}:{w.spec.worker_index}" for w in alive),
+                    )
+                    break
+                timeout = min(timeout, 0.05)
+            self._wake.wait(timeout)
+        self._leave()
+        return 0
+
+    def _beat(self) -> float | None:
+        sent_at = time.monotonic()
+        result = self.backend.heartbeat(
+            self.identity,
+            traits=self._traits(),
+            info=self._info(),
+            expiry=self.settings.process_expiry,
+            seen_assignment_version=self._seen_assignment_version,
+        )
+        self.membership.extend(sent_at, self.settings.process_expiry)
+        self.keeper.refresh()
+        if result.joined:
+            if self._joined_once:
+                logger.warning(
+                    "membership of %s had expired (no heartbeat for %.0fs); rejoined, peers may "
+                    "have taken over its slots",
+                    self.identity,
+                    self.settings.process_expiry,
+                )
+            self._joined_once = True
+        for command in result.commands:
+            self._command(command)
+        if result.slots is not None:
+            self._slots = result.slots
+            self._seen_assignment_version = result.assignment_version
+        if result.version != result.assignment_version:
+            now = time.monotonic()
+            if self._stale_since is None:
+                self._stale_since = now
+            # The process whose heartbeat changed the state computes the new assignment at
+            # once; the others step in only if it has not appeared one interval later.
+            if result.changed or now - self._stale_since >= self.settings.heartbeat_interval:
+                self._rebalance()
+        else:
+            self._stale_since = None
+        active = not (self._quiet or self._stopping)
+        desired = set()
+        if active:
+            desired = {
+                (job_id, index)
+                for job_id, indexes in self._slots.items()
+                if job_id in self.jobs
+                for index in indexes
+            }
+        why = "process stopping" if self._stopping else "process quiet" if self._quiet else (
+            "slot moved to another process"
+        )
+        return self.supervisor.reconcile(desired, why_stop=why)
+
+    def _rebalance(self) -> None:
+        try:
+            written = rebalance(self.backend)
+        except CorruptStateError as exc:
+            logger.error("cannot rebalance: %s", exc)
+            return
+        if written is not None:
+            version, assignment = written
+            self._slots = dict(assignment.for_member(self.identity))
+            self._seen_assignment_version = version
+            self._stale_since = None
+            logger.info("assignment %d stored; this process runs %s", version, self._slots)
+
+    def _leave(self) -> None:
+        self._listener_stop.set()
+        self.keeper.stop()
+        try:
+            self.backend.leave(self.identity)
+            rebalance(self.backend)
+        except BackendError as exc:
+            logger.warning("could not leave the group cleanly (%s); peers notice in %.0fs",
+                           exc, self.settings.process_expiry)
+        self.membership.revoke()
+        logger.info("process %s left the group", self.identity)
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _traits(self) -> dict[str, Any]:
+        return {
+            "capacity": self.settings.max_threads,
+            "active": not (self._quiet or self._stopping),
+            "quiet": self._quiet,
+            "stopping": self._stopping,
+            "jobs": sorted(self.jobs),
+            "defaults": {
+                job_id: entry.config.workers if entry.config.workers is not None else 1
+                for job_id, entry in self.jobs.items()
+            },
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+        }
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "heartbeat_at": time.time(),
+            "running": self.supervisor.running(),
+            "slots": self.supervisor.describe(),
+        }
+
+    def _make_spec(self, job_id: str, index: int) -> WorkerSpec:
+        entry = self.jobs[job_id]
+        context = LockContext(
+            backend=self.backend,
+            namespace=self.settings.namespace,
+            job_id=job_id,
+            worker_index=index,
+            holder=self.identity,
+            ttl=entry.config.runtime_lock_timeout,
+        )
+        return WorkerSpec(
+            job_id=job_id,
+            worker_index=index,
+            job_class=entry.job_class,
+            options=entry.config.options,
+            driver_class=self._drivers[job_id],
+            lock_context=context,
+            acquire_timeout=entry.config.lock_acquire_timeout,
+        )
+
+    def _lease_lost(self, lease: Lease) -> None:
+        logger.warning(
+            "worker lock %s lost (%s); its iteration stops at the next record",
+            lease.driver.context.name,
+            lease.lost_reason,
+        )
+
+    # -- events, commands, signals -----------------------------------------------------------
+
+    def _listen(self) -> None:
+        self.backend.listen(self._on_event, self._listener_stop)
+
+    def _on_event(self, message: str) -> None:
+        if message == "assignment" or message == f"command {self.identity}":
+            self._wake.set()
+        elif message.startswith("released "):
+            self.notifier.notify(message)
+
+    def _command(self, command: dict[str, Any]) -> None:
+        name = command.get("command")
+        logger.info("remote command %r received", name)
+        if name == "quiet":
+            self.request_quiet()
+        elif name == "stop":
+            self.request_stop()
+        elif name == "dump":
+            self.request_dump()
+        else:
+            logger.warning("ignoring unknown remote command %r; known: %s", command,
+                           ", ".join(COMMANDS))
+
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGUSR1, self._on_quiet_signal)
+        signal.signal(signal.SIGTSTP, self._on_quiet_signal)
+        signal.signal(signal.SIGTTIN, self._on_dump_signal)
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals_seen += 1
+        if self._signals_seen > 1:
+            # A second INT/TERM means "now": no waiting for iterations, no clean leave.
+            os.write(2, b"second stop signal: exiting at once\n")
+            os._exit(1)
+        logger.info("received %s", signal.Signals(signum).name)
+        self.request_stop()
+
+    def _on_quiet_signal(self, signum: int, frame: FrameType | None) -> None:
+        logger.info("received %s: going quiet, giving up every slot", signal.Signals(signum).name)
+        self.request_quiet()
+
+    def _on_dump_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.request_dump()

@@ -1,0 +1,157 @@
+"""Starts and stops this process's workers to match its slots, restarting failed ones."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import defaults
+from .leases import LeaseKeeper
+from .notify import Notifier
+from .worker import Worker, WorkerSpec
+
+logger = logging.getLogger(__name__)
+
+Slot = tuple[str, int]
+
+
+def restart_delay(failures: int) -> float:
+    """Backoff before restarting a worker after ``failures`` consecutive failures."""
+    delay = defaults.RESTART_BACKOFF_BASE * defaults.RESTART_BACKOFF_FACTOR ** max(0, failures - 1)
+    return min(delay, defaults.RESTART_BACKOFF_MAX) * random.uniform(0.9, 1.1)
+
+
+class Supervisor:
+    """Owns the Worker threads of one process. Only the manager thread calls its methods."""
+
+    def __init__(
+        self,
+        *,
+        make_spec: Callable[[str, int], WorkerSpec],
+        keeper: LeaseKeeper,
+        notifier: Notifier,
+        wake: Callable[[], None],
+    ) -> None:
+        self._make_spec = make_spec
+        self._keeper = keeper
+        self._notifier = notifier
+        self._wake = wake
+        self._workers: dict[Slot, Worker] = {}
+        self._failures: dict[Slot, int] = {}
+        self._restart_at: dict[Slot, float] = {}
+        self.restarts: dict[Slot, int] = {}
+        self.last_error: dict[Slot, str] = {}
+
+    # -- reconciliation ----------------------------------------------------------------------
+
+    def reconcile(self, desired: set[Slot], *, why_stop: str) -> float | None:
+        """Stop workers whose slot is not desired, start missing ones whose backoff is over.
+
+        Returns the seconds until the next pending restart, or None if none is pending.
+        """
+        self._reap()
+        for slot, worker in self._workers.items():
+            if slot not in desired and not worker.stopping:
+                logger.info("stopping job %s worker %d: %s", slot[0], slot[1], why_stop)
+                worker.stop(why_stop)
+        now = time.monotonic()
+        next_due: float | None = None
+        for slot in sorted(desired):
+            if slot in self._workers:
+                continue
+            due = self._restart_at.get(slot, 0.0)
+            if due > now:
+                next_due = due - now if next_due is None else min(next_due, due - now)
+                continue
+            self._restart_at.pop(slot, None)
+            self._start(slot)
+        for slot in list(self._restart_at):
+            if slot not in desired:
+                del self._restart_at[slot]
+        return next_due
+
+    def _start(self, slot: Slot) -> None:
+        spec = self._make_spec(*slot)
+        worker = Worker(spec, keeper=self._keeper, notifier=self._notifier, on_exit=self._exited)
+        self._workers[slot] = worker
+        logger.info("starting job %s worker %d", slot[0], slot[1])
+        worker.start()
+
+    def _exited(self, worker: Worker) -> None:
+        self._wake()
+
+    def _reap(self) -> None:
+        for slot, worker in list(self._workers.items()):
+            if worker.is_alive() or worker.outcome is None:
+                continue
+            del self._workers[slot]
+            if worker.succeeded:
+                self._failures.pop(slot, None)
+            if worker.outcome == "failed":
+                failures = self._failures.get(slot, 0) + 1
+                self._failures[slot] = failures
+                delay = restart_delay(failures)
+                self._restart_at[slot] = time.monotonic() + delay
+                self.restarts[slot] = self.restarts.get(slot, 0) + 1
+                self.last_error[slot] = worker.error or "unknown error"
+                logger.warning(
+                    "job %s worker %d failed (%s); restart %d in %.1fs",
+                    slot[0],
+                    slot[1],
+                    worker.error,
+                    failures,
+                    delay,
+                )
+            elif worker.outcome == "aborted":
+                self._restart_at[slot] = time.monotonic() + defaults.ABORT_RESTART_DELAY
+                self.restarts[slot] = self.restarts.get(slot, 0) + 1
+            else:
+                logger.info(
+                    "job %s worker %d stopped (%s)", slot[0], slot[1], worker.stop_reason
+                )
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def stop_all(self, why: str) -> None:
+        self.reconcile(set(), why_stop=why)
+
+    def alive(self) -> list[Worker]:
+        return [w for w in self._workers.values() if w.is_alive()]
+
+    # -- state -------------------------------------------------------------------------------
+
+    def running(self) -> dict[str, list[int]]:
+        """Slots with a live worker that is not stopping, per job."""
+        result: dict[str, list[int]] = {}
+        for (job_id, index), worker in sorted(self._workers.items()):
+            if worker.is_alive() and not worker.stopping:
+                result.setdefault(job_id, []).append(index)
+        return result
+
+    def describe(self) -> dict[str, Any]:
+        """Per-slot state for the process's heartbeat info."""
+        slots: dict[str, dict[str, Any]] = {}
+        keys = set(self._workers) | set(self.restarts)
+        for slot in sorted(keys):
+            worker = self._workers.get(slot)
+            entry: dict[str, Any] = {
+                "restarts": self.restarts.get(slot, 0),
+                "last_error": self.last_error.get(slot),
+            }
+            if worker is not None:
+                entry.update(
+                    state="stopping" if worker.stopping else "running",
+                    iterations=worker.iterations,
+                    records=worker.records,
+                    lock_losses=worker.lock_losses,
+                    iteration_started=worker.iteration_started,
+                )
+            elif slot in self._restart_at:
+                entry["state"] = "backoff"
+            else:
+                entry["state"] = "idle"
+            slots[f"{slot[0]}:{slot[1]}"] = entry
+        return slots

@@ -1,0 +1,88 @@
+"""Shared fixtures: a real Redis with a key namespace of its own per test, real processes."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from support.harness import IterationLog, Process, write_config
+
+REDIS_URL = os.environ.get("PB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _redis_available() -> bool:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    if not _redis_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis is not reachable at {REDIS_URL} (CI requires it)")
+        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def namespace(redis_url: str) -> Iterator[str]:
+    """A key namespace no other test uses; its keys are deleted afterwards."""
+    ns = f"pbtest-{uuid.uuid4().hex[:12]}"
+    yield ns
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{ns}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def rclient(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def iteration_log(rclient: redis.Redis, namespace: str) -> IterationLog:
+    return IterationLog(rclient, f"{namespace}:testlog")
+
+
+@pytest.fixture
+def group_config(tmp_path: Path, redis_url: str, namespace: str,
+                 iteration_log: IterationLog) -> Callable[..., Path]:
+    """Write a config for this test's group; jobs get the log key and Redis URL as options."""
+
+    def make(jobs: dict[str, dict[str, Any]], name: str = "process_balancer.yml",
+             **settings: Any) -> Path:
+        for job in jobs.values():
+            job.setdefault("redis_url", redis_url)
+            job.setdefault("log_key", iteration_log.key)
+        return write_config(tmp_path / name, backend=redis_url, namespace=namespace,
+                            jobs=jobs, **settings)
+
+    return make
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Start real ``process-balancer run`` processes; all are killed at teardown."""
+    started: list[Process] = []
+
+    def start(config: Path, name: str | None = None, *args: str) -> Process:
+        proc = Process(config, tmp_path, name or f"p{len(started)}", args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
