@@ -58,17 +58,20 @@ def iteration_log(rclient: redis.Redis, namespace: str) -> IterationLog:
 
 
 @pytest.fixture
-def group_config(tmp_path: Path, redis_url: str, namespace: str,
-                 iteration_log: IterationLog) -> Callable[..., Path]:
+def group_config(
+    tmp_path: Path, redis_url: str, namespace: str, iteration_log: IterationLog
+) -> Callable[..., Path]:
     """Write a config for this test's group; jobs get the log key and Redis URL as options."""
 
-    def make(jobs: dict[str, dict[str, Any]], name: str = "process_balancer.yml",
-             **settings: Any) -> Path:
+    def make(
+        jobs: dict[str, dict[str, Any]], name: str = "process_balancer.yml", **settings: Any
+    ) -> Path:
         for job in jobs.values():
             job.setdefault("redis_url", redis_url)
             job.setdefault("log_key", iteration_log.key)
-        return write_config(tmp_path / name, backend=redis_url, namespace=namespace,
-                            jobs=jobs, **settings)
+        return write_config(
+            tmp_path / name, backend=redis_url, namespace=namespace, jobs=jobs, **settings
+        )
 
     return make
 

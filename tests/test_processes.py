@@ -6,6 +6,7 @@ rebuild those intervals and fail on any two that overlap for one slot.
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from collections.abc import Callable
@@ -29,8 +30,9 @@ def running_by_pid(log: IterationLog, since: float, job: str = "q") -> dict[int,
     return result
 
 
-def settled(log: IterationLog, expected: dict[int, int], job: str = "q",
-            window: float = 0.6) -> Callable[[], bool]:
+def settled(
+    log: IterationLog, expected: dict[int, int], job: str = "q", window: float = 0.6
+) -> Callable[[], bool]:
     """True once, in the last ``window`` seconds, each pid ran exactly its expected number of
     slots and nobody else ran any."""
 
@@ -86,9 +88,14 @@ def test_never_two_runners_on_one_slot_through_joins_leaves_kills_and_scaling(
     wait_until(settled(iteration_log, {a.pid: 3, b.pid: 3, c.pid: 3}), 15, message="3/3/3")
 
     a.send(signal.SIGUSR1)  # quiet
-    wait_until(lambda: loads(iteration_log) == [4, 5]
-               and a.pid not in running_by_pid(iteration_log, time.time() - 0.6),
-               15, message="a quiet: b and c run 9")
+    wait_until(
+        lambda: (
+            loads(iteration_log) == [4, 5]
+            and a.pid not in running_by_pid(iteration_log, time.time() - 0.6)
+        ),
+        15,
+        message="a quiet: b and c run 9",
+    )
 
     b.send(signal.SIGTERM)
     assert b.wait(20) == 0
@@ -109,8 +116,9 @@ def test_never_two_runners_on_one_slot_through_joins_leaves_kills_and_scaling(
     assert d.wait(20) == 0
 
 
-def test_killed_process_slots_run_elsewhere_after_expiry(group_config, spawn,
-                                                         iteration_log) -> None:
+def test_killed_process_slots_run_elsewhere_after_expiry(
+    group_config, spawn, iteration_log
+) -> None:
     config = group_config({"q": {**JOB, "workers": 4}})
     a = spawn(config, "a")
     b = spawn(config, "b")
@@ -125,8 +133,9 @@ def test_killed_process_slots_run_elsewhere_after_expiry(group_config, spawn,
     assert_no_overlaps(iteration_log)
 
 
-def test_term_hands_slots_over_waits_for_iterations_and_exits_zero(group_config, spawn,
-                                                                  iteration_log) -> None:
+def test_term_hands_slots_over_waits_for_iterations_and_exits_zero(
+    group_config, spawn, iteration_log
+) -> None:
     config = group_config({"q": {**JOB, "workers": 4, "records": 20, "record_time": 0.05}})
     a = spawn(config, "a")
     b = spawn(config, "b")
@@ -142,8 +151,9 @@ def test_term_hands_slots_over_waits_for_iterations_and_exits_zero(group_config,
 
 
 def test_second_term_exits_at_once(group_config, spawn, iteration_log) -> None:
-    config = group_config({"q": {**JOB, "workers": 1, "records": 10, "record_time": 30}},
-                          shutdown_timeout=60)
+    config = group_config(
+        {"q": {**JOB, "workers": 1, "records": 10, "record_time": 30}}, shutdown_timeout=60
+    )
     a = spawn(config, "a")
     wait_until(lambda: running_by_pid(iteration_log, 0), 15, message="a running")
     a.send(signal.SIGTERM)
@@ -156,8 +166,9 @@ def test_second_term_exits_at_once(group_config, spawn, iteration_log) -> None:
     assert code != 0
 
 
-def test_job_exceptions_keep_the_process_alive_and_back_off(group_config, spawn,
-                                                            iteration_log) -> None:
+def test_job_exceptions_keep_the_process_alive_and_back_off(
+    group_config, spawn, iteration_log
+) -> None:
     config = group_config({"bad": {"class": "support.jobs:FailingJob", "workers": 1}})
     a = spawn(config, "a")
 
@@ -170,7 +181,7 @@ def test_job_exceptions_keep_the_process_alive_and_back_off(group_config, spawn,
     # unlock_records and after_perform ran after every exception.
     assert len([e for e in events if e["ev"] == "after"]) >= 3
     times = [e["t"] for e in ends()]
-    gaps = [b - a_ for a_, b in zip(times, times[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert gaps[1] > gaps[0] * 1.4, f"restart delays did not grow: {gaps}"
     assert "RuntimeError: boom from FailingJob" in a.log()
 
@@ -178,26 +189,42 @@ def test_job_exceptions_keep_the_process_alive_and_back_off(group_config, spawn,
 def test_lost_lock_stops_the_iteration_and_unlock_records_runs(
     group_config, spawn, iteration_log, rclient, namespace
 ) -> None:
-    config = group_config({"q": {**JOB, "workers": 1, "records": 200, "record_time": 0.05,
-                                 "runtime_lock_timeout": 1.5}})
+    config = group_config(
+        {
+            "q": {
+                **JOB,
+                "workers": 1,
+                "records": 200,
+                "record_time": 0.05,
+                "runtime_lock_timeout": 1.5,
+            }
+        }
+    )
     a = spawn(config, "a")
     wait_until(lambda: running_by_pid(iteration_log, 0), 15, message="a running")
     time.sleep(0.2)
     rclient.delete(f"{namespace}:lock:q:0")
     deleted_at = time.time()
-    first = wait_until(lambda: [i for i in iteration_log.intervals() if i.closed], 10,
-                       message="the iteration to end")[0]
+    first = wait_until(
+        lambda: [i for i in iteration_log.intervals() if i.closed],
+        10,
+        message="the iteration to end",
+    )[0]
     assert first.done is not None and first.done < 200
     assert first.end - deleted_at < 2.0
     assert "lost its worker lock" in a.log()
 
 
-def test_status_abort_ends_the_worker_and_a_fresh_one_starts(group_config, spawn,
-                                                             iteration_log) -> None:
+def test_status_abort_ends_the_worker_and_a_fresh_one_starts(
+    group_config, spawn, iteration_log
+) -> None:
     config = group_config({"q": {**JOB, "class": "support.jobs:AbortingJob", "workers": 1}})
     spawn(config, "a")
-    wait_until(lambda: len([i for i in iteration_log.intervals() if i.closed]) >= 2, 15,
-               message="two iterations of two worker instances")
+    wait_until(
+        lambda: len([i for i in iteration_log.intervals() if i.closed]) >= 2,
+        15,
+        message="two iterations of two worker instances",
+    )
 
 
 def test_quiet_process_gives_up_all_slots(group_config, spawn, iteration_log) -> None:
@@ -211,8 +238,9 @@ def test_quiet_process_gives_up_all_slots(group_config, spawn, iteration_log) ->
     assert_no_overlaps(iteration_log)
 
 
-def test_remote_commands_quiet_and_stop_a_process(group_config, spawn, iteration_log,
-                                                  client) -> None:
+def test_remote_commands_quiet_and_stop_a_process(
+    group_config, spawn, iteration_log, client
+) -> None:
     config = group_config({"q": {**JOB, "workers": 2}})
     a = spawn(config, "a")
     b = spawn(config, "b")
@@ -229,8 +257,11 @@ def test_ttin_dumps_every_thread(group_config, spawn, iteration_log) -> None:
     a = spawn(config, "a")
     wait_until(lambda: running_by_pid(iteration_log, 0), 15, message="a running")
     a.send(signal.SIGTTIN)
-    wait_until(lambda: "thread dump" in a.log() and "pb-q-0" in a.log(), 5,
-               message="a thread dump naming the worker thread")
+    wait_until(
+        lambda: "thread dump" in a.log() and "pb-q-0" in a.log(),
+        5,
+        message="a thread dump naming the worker thread",
+    )
 
 
 def test_counts_change_at_runtime(group_config, spawn, iteration_log, client) -> None:

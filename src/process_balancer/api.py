@@ -24,8 +24,8 @@ class Client:
 
     def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
         self.settings = settings
-        self.backend = backend if backend is not None else open_backend(
-            settings.backend, settings.namespace
+        self.backend = (
+            backend if backend is not None else open_backend(settings.backend, settings.namespace)
         )
 
     def _check_job(self, job_id: object) -> str:
@@ -68,6 +68,10 @@ class Client:
         """Live processes of the group, oldest first."""
         members = self.backend.snapshot().members
         return sorted(members, key=lambda m: (m.traits.get("started_at") or 0, m.identity))
+
+    def unplaced(self) -> dict[str, list[int]]:
+        """Slots per job that no live, non-quiet process has room for."""
+        return self.backend.snapshot().unplaced
 
     def running_workers(self, job_id: str) -> int:
         """Workers of ``job_id`` running now, summed over live processes."""
@@ -150,7 +154,7 @@ def client() -> Client:
 
 
 def adjust_scheduled_workers(job_id: str, *, to: int | None = None, by: int | None = None) -> int:
-    """Set or change a job's worker count at runtime (see :meth:`Client.adjust_scheduled_workers`)."""
+    """Set or change a job's worker count at runtime (see Client.adjust_scheduled_workers)."""
     return client().adjust_scheduled_workers(job_id, to=to, by=by)
 
 

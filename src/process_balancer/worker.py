@@ -208,6 +208,7 @@ class Worker:
                 if not self._keeper.membership_valid():
                     # Without a live membership a lock taken now would be invalid at once.
                     self._wake.wait(delay)
+                    delay = min(delay * 2, ACQUIRE_RETRY_MAX)
                     continue
                 attempt_at = time.monotonic()
                 try:

@@ -19,8 +19,9 @@ import yaml
 TESTS_DIR = Path(__file__).resolve().parent.parent
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,
-               message: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.05, message: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -31,8 +32,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
         time.sleep(interval)
 
 
-def write_config(path: Path, *, backend: str, namespace: str, jobs: dict[str, dict[str, Any]],
-                 **settings: Any) -> Path:
+def write_config(
+    path: Path, *, backend: str, namespace: str, jobs: dict[str, dict[str, Any]], **settings: Any
+) -> Path:
     config = {"global": {"backend": backend, "namespace": namespace, **settings}, "jobs": jobs}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -41,14 +43,15 @@ def write_config(path: Path, *, backend: str, namespace: str, jobs: dict[str, di
 class Process:
     """One ``process-balancer run`` child process with its log file."""
 
-    def __init__(self, config: Path, log_dir: Path, name: str,
-                 extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, config: Path, log_dir: Path, name: str, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")])
         env["PYTHONUNBUFFERED"] = "1"
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "process_balancer", "run", "-c", str(config), *extra_args],
             stdout=self._log,
@@ -114,13 +117,31 @@ class IterationLog:
             elif event["ev"] == "end":
                 start = opened.pop(event["it"], None)
                 if start is not None:
-                    result.append(Interval(start["job"], start["slot"], start["pid"],
-                                           start["t"], event["t"], start["fence"], True,
-                                           event.get("done")))
+                    result.append(
+                        Interval(
+                            start["job"],
+                            start["slot"],
+                            start["pid"],
+                            start["t"],
+                            event["t"],
+                            start["fence"],
+                            True,
+                            event.get("done"),
+                        )
+                    )
         for start in opened.values():
             end = self.dead.get(start["pid"], float("inf"))
-            result.append(Interval(start["job"], start["slot"], start["pid"], start["t"], end,
-                                   start["fence"], False))
+            result.append(
+                Interval(
+                    start["job"],
+                    start["slot"],
+                    start["pid"],
+                    start["t"],
+                    end,
+                    start["fence"],
+                    False,
+                )
+            )
         return sorted(result, key=lambda i: (i.job, i.slot, i.start))
 
     def overlaps(self) -> list[tuple[Interval, Interval]]:
@@ -131,7 +152,7 @@ class IterationLog:
             by_slot.setdefault((interval.job, interval.slot), []).append(interval)
         for intervals in by_slot.values():
             for i, first in enumerate(intervals):
-                for second in intervals[i + 1:]:
+                for second in intervals[i + 1 :]:
                     if second.start >= first.end:
                         break
                     found.append((first, second))

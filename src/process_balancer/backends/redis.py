@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -45,7 +46,7 @@ _SCRIPTS = (
 
 
 def _load_script(name: str) -> str:
-    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
+    return (resources.files(__package__) / "lua" / f"{name}.lua").read_text()
 
 
 def _dumps(value: Any) -> str:
@@ -53,7 +54,7 @@ def _dumps(value: Any) -> str:
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2]))
+    return dict(zip(flat[::2], flat[1::2], strict=False))
 
 
 class RedisBackend(Backend):
@@ -163,7 +164,7 @@ class RedisBackend(Backend):
         )
 
     def snapshot(self) -> GroupSnapshot:
-        now_ms, version, av, members_raw, traits_raw, info_raw, counts_raw, assign_raw, unpl = (
+        _now_ms, version, av, members_raw, traits_raw, info_raw, counts_raw, assign_raw, unpl = (
             self._run(
                 "snapshot",
                 [
@@ -208,9 +209,7 @@ class RedisBackend(Backend):
             identity: {job: list(idx) for job, idx in _parse_slots(raw, identity).items()}
             for identity, raw in _pairs(assign_raw).items()
         }
-        unplaced = {
-            job: list(idx) for job, idx in _parse_slots(unpl, self._unplaced).items()
-        }
+        unplaced = {job: list(idx) for job, idx in _parse_slots(unpl, self._unplaced).items()}
         return GroupSnapshot(
             version=_int(version, self._version),
             assignment_version=_int(av, self._assignment_version),
@@ -226,7 +225,11 @@ class RedisBackend(Backend):
         slots: Mapping[str, Mapping[str, tuple[int, ...]]],
         unplaced: Mapping[str, tuple[int, ...]],
     ) -> bool:
-        args: list[Any] = [str(version), self.channel, _dumps({k: list(v) for k, v in unplaced.items()})]
+        args: list[Any] = [
+            str(version),
+            self.channel,
+            _dumps({k: list(v) for k, v in unplaced.items()}),
+        ]
         for identity in sorted(slots):
             args.append(identity)
             args.append(_dumps({job: list(idx) for job, idx in slots[identity].items()}))
@@ -292,10 +295,9 @@ class RedisBackend(Backend):
             [identity, _dumps(command), COMMAND_TTL_MS],
         )
         if queued:
-            try:
+            # Wake the member now; it also finds the command at its next heartbeat.
+            with contextlib.suppress(redis.RedisError):
                 self.client.publish(self.channel, f"command {identity}")
-            except redis.RedisError:
-                pass  # the member also finds the command at its next heartbeat
         return bool(queued)
 
     # -- worker locks ------------------------------------------------------------------------
@@ -330,9 +332,7 @@ class RedisBackend(Backend):
         return bool(renewed)
 
     def lock_release(self, name: str, token: str) -> bool:
-        released = self._run(
-            "lock_release", [self.key("lock", name)], [token, self.channel, name]
-        )
+        released = self._run("lock_release", [self.key("lock", name)], [token, self.channel, name])
         return bool(released)
 
     # -- notifications -----------------------------------------------------------------------
@@ -340,7 +340,7 @@ class RedisBackend(Backend):
     def listen(self, on_event: Callable[[str], None], stop: threading.Event) -> None:
         delay = 0.1
         while not stop.is_set():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(self.channel)
                 on_event("subscribed")
@@ -359,10 +359,8 @@ class RedisBackend(Backend):
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
             finally:
-                try:
+                with contextlib.suppress(redis.RedisError):
                     pubsub.close()
-                except redis.RedisError:
-                    pass
 
     def ping(self) -> float:
         """Round-trip time to Redis in seconds."""

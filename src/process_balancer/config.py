@@ -1,0 +1,442 @@
+"""The config file's schema: validated settings and job entries, and the jobs' classes.
+
+Every problem is reported as one line ``<file>: <dotted.key.path>: <what is wrong>`` and all the
+problems of a file are raised together in one :class:`ConfigError`, so an operator fixes a config
+in one pass and nothing starts from a half-valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from . import defaults
+from .loader import ConfigError, format_problem, load_job_class, read_config_file
+
+if TYPE_CHECKING:
+    from .job import Base
+
+__all__ = [
+    "BACKEND_SCHEMES",
+    "ConfigError",
+    "JobConfig",
+    "Settings",
+    "find_config_file",
+    "load_config",
+    "resolve_job_class",
+    "resolve_job_classes",
+    "settings_from",
+]
+
+logger = logging.getLogger(__name__)
+
+#: URL schemes a ``backend`` may use.
+BACKEND_SCHEMES = frozenset({"redis", "rediss", "unix"})
+
+TOP_LEVEL_KEYS = ("global", "environments", "jobs")
+SETTINGS_KEYS = (
+    "backend",
+    "namespace",
+    "max_threads",
+    "shutdown_timeout",
+    "heartbeat_interval",
+    "process_expiry",
+)
+#: Keys of a job entry the runner reads itself; every other key is the job's own option.
+JOB_KEYS = ("class", "workers", "runtime_lock_timeout", "lock_acquire_timeout")
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """One entry under ``jobs:``."""
+
+    job_id: str
+    class_path: str
+    workers: int | None
+    runtime_lock_timeout: float
+    lock_acquire_timeout: float
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process needs to run, validated."""
+
+    backend: str
+    namespace: str
+    max_threads: int
+    shutdown_timeout: float
+    heartbeat_interval: float
+    process_expiry: float
+    environment: str
+    config_file: Path | None
+    jobs: dict[str, JobConfig]
+
+
+class _Invalid(Exception):
+    """One problem with one value; the caller knows the file and key path."""
+
+
+class _Problems:
+    """Collects problem lines for one source (a file, or none for settings passed in code)."""
+
+    def __init__(self, source: Path | None) -> None:
+        self.source = source
+        self.lines: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.lines.append(format_problem(self.source, path, message))
+
+    def raise_if_any(self) -> None:
+        if self.lines:
+            raise ConfigError(*self.lines)
+
+
+# -- value checks ------------------------------------------------------------------------------
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null (empty)"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple, set)):
+        return "a list"
+    return repr(value)
+
+
+def _integer(value: object, minimum: int, wanted: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _Invalid(f"must be {wanted}, got {_show(value)}")
+    return value
+
+
+def _seconds(value: object, *, positive: bool) -> float:
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > 0 or (value == 0 and not positive))
+    ):
+        return float(value)
+    wanted = "a positive" if positive else "a non-negative"
+    raise _Invalid(f"must be {wanted} number of seconds, got {_show(value)}")
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
+def _backend(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(
+            f"must be a backend URL such as {defaults.BACKEND_URL!r}, got {_show(value)}"
+        )
+    parts = urlsplit(value)
+    accepted = ", ".join(f"{scheme}://" for scheme in sorted(BACKEND_SCHEMES))
+    if parts.scheme.lower() not in BACKEND_SCHEMES:
+        raise _Invalid(
+            f"unsupported backend URL {_redact(value)!r}; the scheme must be one of {accepted}"
+        )
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise _Invalid(f"invalid port in backend URL {_redact(value)!r}") from None
+    if parts.scheme.lower() == "unix" and not parts.path:
+        raise _Invalid(f"a unix:// backend URL needs a socket path, got {_redact(value)!r}")
+    return value
+
+
+def _namespace(value: object) -> str:
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise _Invalid(
+            f"must be a non-empty string of letters, digits, '_', '.' and '-', got {_show(value)}"
+        )
+    return value
+
+
+_SETTINGS_CHECKS: dict[str, Callable[[object], Any]] = {
+    "backend": _backend,
+    "namespace": _namespace,
+    "max_threads": lambda v: _integer(v, 1, "an integer >= 1"),
+    "shutdown_timeout": lambda v: _seconds(v, positive=False),
+    "heartbeat_interval": lambda v: _seconds(v, positive=True),
+    "process_expiry": lambda v: _seconds(v, positive=True),
+}
+
+
+def _unknown_key(key: object, allowed: Iterable[str], what: str) -> str:
+    allowed = list(allowed)
+    close = difflib.get_close_matches(str(key), allowed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown {what}; {hint}allowed keys: {', '.join(allowed)}"
+
+
+# -- reading the file --------------------------------------------------------------------------
+
+
+def find_config_file(path: str | os.PathLike[str] | None = None) -> Path | None:
+    """Return the config file to read: ``path`` if given (it must exist), else the first of
+    :data:`defaults.CONFIG_PATHS` that exists in the working directory, else None."""
+    if path is not None:
+        given = Path(path)
+        if not given.exists():
+            raise ConfigError(f"{given}: no such file")
+        if given.is_dir():
+            raise ConfigError(f"{given}: is a directory, not a config file")
+        return given
+    for candidate in defaults.CONFIG_PATHS:
+        if Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+# -- building settings -------------------------------------------------------------------------
+
+# A value that was reported as invalid: it still overrides, but skips the cross-field checks.
+_INVALID = object()
+
+
+def _check_settings(
+    problems: _Problems, prefix: str, raw: object, found: dict[str, tuple[Any, str]]
+) -> None:
+    """Validate one settings mapping and merge its values over ``found`` (key -> value, path)."""
+    if raw is None:
+        return
+    if not isinstance(raw, Mapping):
+        problems.add(prefix.rstrip("."), f"must be a mapping of settings, got {_show(raw)}")
+        return
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        check = _SETTINGS_CHECKS.get(key) if isinstance(key, str) else None
+        if check is None:
+            problems.add(path, _unknown_key(key, SETTINGS_KEYS, "setting"))
+            continue
+        try:
+            found[key] = (check(value), path)
+        except _Invalid as exc:
+            problems.add(path, str(exc))
+            found[key] = (_INVALID, path)
+
+
+def _build(
+    problems: _Problems,
+    found: dict[str, tuple[Any, str]],
+    environ: Mapping[str, str],
+    environment: str,
+    jobs: dict[str, JobConfig],
+) -> Settings:
+    def get(key: str, default: Any) -> Any:
+        value = found.get(key, (default, ""))[0]
+        return default if value is _INVALID else value
+
+    backend = get("backend", None)
+    if "backend" not in found:
+        backend = defaults.BACKEND_URL
+        if environ.get("REDIS_URL"):
+            try:
+                backend = _backend(environ["REDIS_URL"])
+            except _Invalid as exc:
+                problems.add("backend (from REDIS_URL)", str(exc))
+    interval = get("heartbeat_interval", defaults.HEARTBEAT_INTERVAL)
+    expiry = get("process_expiry", defaults.PROCESS_EXPIRY)
+    keys = ("process_expiry", "heartbeat_interval")
+    if all(found.get(k, (None,))[0] is not _INVALID for k in keys) and expiry < 2 * interval:
+        origin = {k: found[k][1] if k in found else "default" for k in keys}
+        problems.add(
+            next((found[k][1] for k in keys if k in found), "process_expiry"),
+            f"process_expiry ({expiry:g} s, {origin['process_expiry']}) must be at least "
+            f"2 x heartbeat_interval ({interval:g} s, {origin['heartbeat_interval']}) = "
+            f"{2 * interval:g} s, so one late heartbeat does not count a process as dead; "
+            "raise process_expiry or lower heartbeat_interval",
+        )
+    problems.raise_if_any()
+    return Settings(
+        backend=backend,
+        namespace=get("namespace", defaults.NAMESPACE),
+        max_threads=get("max_threads", defaults.MAX_THREADS),
+        shutdown_timeout=float(get("shutdown_timeout", defaults.SHUTDOWN_TIMEOUT)),
+        heartbeat_interval=float(interval),
+        process_expiry=float(expiry),
+        environment=environment,
+        config_file=problems.source,
+        jobs=jobs,
+    )
+
+
+def _check_job(problems: _Problems, job_id: object, entry: object) -> JobConfig | None:
+    path = f"jobs.{job_id}"
+    if not isinstance(job_id, str) or not _NAME.fullmatch(job_id):
+        problems.add(
+            path,
+            "a job id must be a non-empty string of letters, digits, '_', '.' and '-', "
+            f"got {_show(job_id)}",
+        )
+        return None
+    if not isinstance(entry, Mapping):
+        problems.add(path, f"must be a mapping with at least a 'class' key, got {_show(entry)}")
+        return None
+    start = len(problems.lines)
+    class_path = entry.get("class")
+    if "class" not in entry:
+        problems.add(f"{path}.class", "missing; name the job class as 'module:Class'")
+    elif not isinstance(class_path, str) or not class_path.strip():
+        problems.add(f"{path}.class", f"must be a 'module:Class' string, got {_show(class_path)}")
+
+    def optional(key: str, check: Callable[[object], Any], default: Any) -> Any:
+        if key not in entry:
+            return default
+        try:
+            return check(entry[key])
+        except _Invalid as exc:
+            problems.add(f"{path}.{key}", str(exc))
+            return default
+
+    workers = optional("workers", lambda v: _integer(v, 0, "a non-negative integer"), None)
+    lock_timeout = optional(
+        "runtime_lock_timeout", lambda v: _seconds(v, positive=True), defaults.RUNTIME_LOCK_TIMEOUT
+    )
+    acquire_timeout = optional(
+        "lock_acquire_timeout", lambda v: _seconds(v, positive=True), defaults.LOCK_ACQUIRE_TIMEOUT
+    )
+    for key in entry:
+        close = difflib.get_close_matches(str(key), JOB_KEYS, n=1, cutoff=0.8)
+        if key not in JOB_KEYS and close:
+            logger.warning(
+                "%s: %s.%s is passed to the job as its own option; did you mean %r?",
+                problems.source,
+                path,
+                key,
+                close[0],
+            )
+    if len(problems.lines) > start:
+        return None
+    return JobConfig(
+        job_id=job_id,
+        class_path=str(class_path),
+        workers=workers,
+        runtime_lock_timeout=lock_timeout,
+        lock_acquire_timeout=acquire_timeout,
+        options=dict(entry),
+    )
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read and validate the config file (``path``, else the default locations).
+
+    The environment is ``env``, else ``APP_ENV``, else :data:`defaults.ENVIRONMENT`; its
+    ``environments.<env>`` mapping is merged over ``global``. Every environment is validated, so
+    a typo in ``production`` is caught on a developer's machine. Without any file, the settings
+    come from the defaults and there are no jobs.
+    """
+    environ = os.environ if environ is None else environ
+    environment = env or environ.get("APP_ENV") or defaults.ENVIRONMENT
+    source = find_config_file(path)
+    problems = _Problems(source)
+    found: dict[str, tuple[Any, str]] = {}
+    if source is None:
+        return _build(problems, found, environ, environment, {})
+
+    data = read_config_file(source, environ)
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        allowed = ", ".join(TOP_LEVEL_KEYS)
+        problems.add("(top level)", f"must be a mapping with the keys {allowed}, got {_show(data)}")
+        data = {}
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            problems.add(str(key), _unknown_key(key, TOP_LEVEL_KEYS, "top-level key"))
+
+    _check_settings(problems, "global.", data.get("global"), found)
+    environments = data.get("environments")
+    if isinstance(environments, Mapping):
+        for name, section in environments.items():
+            merged = found if name == environment else {}
+            _check_settings(problems, f"environments.{name}.", section, merged)
+    elif environments is not None:
+        problems.add(
+            "environments",
+            f"must be a mapping of environment names to settings, got {_show(environments)}",
+        )
+
+    jobs: dict[str, JobConfig] = {}
+    raw_jobs = data.get("jobs")
+    if isinstance(raw_jobs, Mapping):
+        for job_id, entry in raw_jobs.items():
+            job = _check_job(problems, job_id, entry)
+            if job is not None:
+                jobs[job.job_id] = job
+    elif raw_jobs is not None:
+        problems.add("jobs", f"must be a mapping of job ids to job entries, got {_show(raw_jobs)}")
+    return _build(problems, found, environ, environment, jobs)
+
+
+def settings_from(
+    *,
+    backend: str | None = None,
+    namespace: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Settings without a config file, validated like a file's ``global`` section.
+
+    Arguments left at None take their defaults (``backend`` falls back to ``REDIS_URL``).
+    """
+    environ = os.environ if environ is None else environ
+    for key in overrides:
+        if key not in SETTINGS_KEYS:
+            raise TypeError(f"settings_from() got an unexpected keyword argument {key!r}")
+    given = {"backend": backend, "namespace": namespace, **overrides}
+    problems = _Problems(None)
+    found: dict[str, tuple[Any, str]] = {}
+    _check_settings(problems, "", {k: v for k, v in given.items() if v is not None}, found)
+    environment = environ.get("APP_ENV") or defaults.ENVIRONMENT
+    return _build(problems, found, environ, environment, {})
+
+
+# -- job classes -------------------------------------------------------------------------------
+
+
+def resolve_job_class(job: JobConfig, config_file: Path | None) -> type[Base]:
+    """Import the class a job names; call it after the ``-r`` modules are loaded."""
+    try:
+        return load_job_class(job.class_path)
+    except ConfigError as exc:
+        where = f"jobs.{job.job_id}.class"
+        raise ConfigError(format_problem(config_file, where, str(exc))) from None
+
+
+def resolve_job_classes(settings: Settings) -> dict[str, type[Base]]:
+    """Import every job's class; all failures are raised together in one :class:`ConfigError`."""
+    classes: dict[str, type[Base]] = {}
+    problems: list[str] = []
+    for job_id, job in settings.jobs.items():
+        try:
+            classes[job_id] = resolve_job_class(job, settings.config_file)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(*problems)
+    return classes

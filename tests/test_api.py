@@ -1,0 +1,76 @@
+"""The module-level API against a real Redis: worker counts and their validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import process_balancer
+
+
+@pytest.fixture
+def configured(tmp_path: Path, redis_url: str, namespace: str):
+    config = tmp_path / "process_balancer.yml"
+    config.write_text(
+        f"global:\n  backend: {redis_url}\n  namespace: {namespace}\n"
+        "jobs:\n  q:\n    class: support.jobs:RecordingJob\n    workers: 4\n"
+        "  plain:\n    class: support.jobs:RecordingJob\n"
+    )
+    return process_balancer.configure(config)
+
+
+def test_scheduled_workers_falls_back_to_config_then_one(configured) -> None:
+    assert process_balancer.scheduled_workers("q") == 4
+    assert process_balancer.scheduled_workers("plain") == 1
+
+
+def test_adjust_to_and_by(configured) -> None:
+    assert process_balancer.adjust_scheduled_workers("q", to=6) == 6
+    assert process_balancer.adjust_scheduled_workers("q", by=-2) == 4
+    assert process_balancer.scheduled_workers("q") == 4
+
+
+def test_adjust_by_starts_from_the_config_count(configured) -> None:
+    assert process_balancer.adjust_scheduled_workers("q", by=1) == 5
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"to": 1, "by": 1}, {"to": -1}, {"to": 2.5}, {"to": "3"}, {"to": True}, {"by": 0.5}],
+)
+def test_bad_counts_raise_and_write_nothing(configured, kwargs) -> None:
+    with pytest.raises(ValueError):
+        process_balancer.adjust_scheduled_workers("q", **kwargs)
+    assert configured.backend.get_count("q") is None
+
+
+def test_change_below_zero_raises_and_keeps_the_count(configured) -> None:
+    process_balancer.adjust_scheduled_workers("q", to=2)
+    with pytest.raises(ValueError, match="below 0"):
+        process_balancer.adjust_scheduled_workers("q", by=-3)
+    assert process_balancer.scheduled_workers("q") == 2
+
+
+def test_bad_job_id_raises(configured) -> None:
+    with pytest.raises(ValueError, match="job_id"):
+        process_balancer.adjust_scheduled_workers("", to=1)
+
+
+def test_running_workers_is_zero_without_processes(configured) -> None:
+    assert process_balancer.running_workers("q") == 0
+
+
+def test_unknown_remote_command_raises(configured) -> None:
+    with pytest.raises(ValueError, match="unknown command"):
+        process_balancer.send_command("h:1:x", "explode")
+
+
+def test_command_to_a_process_that_is_not_live_returns_false(configured) -> None:
+    assert process_balancer.send_command("h:1:x", "quiet") is False
+
+
+def test_configure_from_backend_and_namespace(redis_url: str, namespace: str) -> None:
+    client = process_balancer.configure(backend=redis_url, namespace=namespace)
+    assert client.settings.namespace == namespace
+    assert process_balancer.scheduled_workers("anything") == 1

@@ -1,0 +1,156 @@
+"""One worker in-process, with the real Redis lock: iteration order and its guarantees."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import process_balancer
+from process_balancer.backends.redis import RedisBackend
+from process_balancer.leases import LeaseKeeper, Membership
+from process_balancer.locks import LockContext, SimpleRedisLock
+from process_balancer.notify import Notifier
+from process_balancer.worker import Worker, WorkerSpec
+from support.harness import wait_until
+
+IDENTITY = "test-host:1:abc"
+
+
+class Scripted(process_balancer.Base):
+    """Records every call; raises where ``options['raise_in']`` says."""
+
+    calls: list[str]
+
+    def _call(self, name: str) -> None:
+        self.options["calls"].append(name)
+        if self.options.get("raise_in") == name:
+            raise RuntimeError(f"raised in {name}")
+
+    def before_perform(self) -> None:
+        self._call("before_perform")
+
+    def lock_records(self) -> list[int]:
+        self._call("lock_records")
+        self.options["fences"].append(self.fencing_token)
+        return [1, 2]
+
+    def process_record(self, record: Any) -> None:
+        self._call(f"process_record:{record}")
+
+    def unlock_records(self) -> None:
+        self._call("unlock_records")
+        self.status_abort()
+
+    def after_perform(self) -> None:
+        self._call("after_perform")
+
+
+@pytest.fixture
+def backend(redis_url: str, namespace: str) -> Iterator[RedisBackend]:
+    b = RedisBackend(redis_url, namespace)
+    b.heartbeat(IDENTITY, traits={}, info={}, expiry=30, seen_assignment_version=-1)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def keeper() -> Iterator[LeaseKeeper]:
+    membership = Membership()
+    membership.extend(time.monotonic(), 30)
+    k = LeaseKeeper(membership, lambda lease: None)
+    k.start()
+    yield k
+    k.stop()
+
+
+def run_worker(backend: RedisBackend, keeper: LeaseKeeper, job_class: type, options: dict,
+               acquire_timeout: float = 2.0) -> Worker:
+    spec = WorkerSpec(
+        job_id="j",
+        worker_index=0,
+        job_class=job_class,
+        options=options,
+        driver_class=SimpleRedisLock,
+        lock_context=LockContext(backend, backend.namespace, "j", 0, IDENTITY, 30.0),
+        acquire_timeout=acquire_timeout,
+    )
+    done = threading.Event()
+    worker = Worker(spec, keeper=keeper, notifier=Notifier(), on_exit=lambda w: done.set())
+    worker.start()
+    assert done.wait(10), "worker did not finish"
+    return worker
+
+
+def test_iteration_runs_in_contract_order(backend, keeper) -> None:
+    options: dict[str, Any] = {"calls": [], "fences": []}
+    worker = run_worker(backend, keeper, Scripted, options)
+    assert worker.outcome == "aborted"
+    assert options["calls"] == [
+        "before_perform",
+        "lock_records",
+        "process_record:1",
+        "process_record:2",
+        "unlock_records",
+        "after_perform",
+    ]
+    assert options["fences"] == [1]
+
+
+@pytest.mark.parametrize("where", ["lock_records", "process_record:1"])
+def test_unlock_and_after_perform_run_after_an_exception(backend, keeper, where) -> None:
+    options: dict[str, Any] = {"calls": [], "fences": [], "raise_in": where}
+    worker = run_worker(backend, keeper, Scripted, options)
+    assert worker.outcome == "failed"
+    assert worker.error == f"RuntimeError: raised in {where}"
+    assert options["calls"][-2:] == ["unlock_records", "after_perform"]
+
+
+def test_after_perform_runs_when_before_perform_raises(backend, keeper) -> None:
+    options: dict[str, Any] = {"calls": [], "fences": [], "raise_in": "before_perform"}
+    worker = run_worker(backend, keeper, Scripted, options)
+    assert worker.outcome == "failed"
+    assert options["calls"] == ["before_perform", "after_perform"]
+
+
+def test_lock_is_released_after_the_iteration(backend, keeper, rclient, namespace) -> None:
+    run_worker(backend, keeper, Scripted, {"calls": [], "fences": []})
+    assert rclient.get(f"{namespace}:lock:j:0") is None
+
+
+def test_iteration_is_skipped_when_the_lock_is_held_elsewhere(backend, keeper) -> None:
+    backend.heartbeat("other:2:x", traits={}, info={}, expiry=30, seen_assignment_version=-1)
+    assert backend.lock_acquire("j:0", "other:2:x", 30) is not None
+    options: dict[str, Any] = {"calls": [], "fences": []}
+    spec = WorkerSpec("j", 0, Scripted, options, SimpleRedisLock,
+                      LockContext(backend, backend.namespace, "j", 0, IDENTITY, 30.0), 0.3)
+    worker = Worker(spec, keeper=keeper, notifier=Notifier(), on_exit=lambda w: None)
+    worker.start()
+    wait_until(lambda: worker.skipped >= 2, 5, message="two skipped iterations")
+    worker.stop("test over")
+    worker.join(5)
+    assert "lock_records" not in options["calls"]
+    assert options["calls"][:2] == ["before_perform", "after_perform"]
+
+
+def test_fencing_token_grows_with_every_acquisition(backend, keeper) -> None:
+    first: dict[str, Any] = {"calls": [], "fences": []}
+    second: dict[str, Any] = {"calls": [], "fences": []}
+    run_worker(backend, keeper, Scripted, first)
+    run_worker(backend, keeper, Scripted, second)
+    assert second["fences"][0] > first["fences"][0]
+
+
+def test_status_sleep_rejects_negative_seconds() -> None:
+    job = process_balancer.Base(job_id="j", worker_index=0)
+    with pytest.raises(ValueError, match="non-negative"):
+        job.status_sleep(-1)
+
+
+def test_runtime_lock_timeout_comes_from_options() -> None:
+    job = process_balancer.Base(job_id="j", worker_index=0, options={"runtime_lock_timeout": 7})
+    assert job.runtime_lock_timeout == 7.0
+    assert process_balancer.Base(job_id="j", worker_index=0).runtime_lock_timeout == 30.0
