@@ -37,9 +37,7 @@ def config_counts(members: list[MemberState]) -> dict[str, int]:
     value makes every process pick the same one.
     """
     counts: dict[str, int] = {}
-    ordered = sorted(
-        members, key=lambda m: (float(m.traits.get("started_at") or 0.0), m.identity)
-    )
+    ordered = sorted(members, key=lambda m: (float(m.traits.get("started_at") or 0.0), m.identity))
     for member in ordered:
         advertised = member.traits.get("defaults")
         if not isinstance(advertised, Mapping):

@@ -55,8 +55,9 @@ def main() -> None:
     "else development).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
-def run(config_file: str | None, requires: tuple[str, ...], environment: str | None,
-        verbose: bool) -> None:
+def run(
+    config_file: str | None, requires: tuple[str, ...], environment: str | None, verbose: bool
+) -> None:
     """Run this process in the foreground until INT or TERM.
 
     \b

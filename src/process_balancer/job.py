@@ -80,7 +80,9 @@ class Base:
         """After this iteration, wait ``seconds`` before the next one (a stop cuts it short)."""
         seconds = float(seconds)
         if seconds < 0:
-            raise ValueError(f"status_sleep() needs a non-negative number of seconds, got {seconds}")
+            raise ValueError(
+                f"status_sleep() needs a non-negative number of seconds, got {seconds}"
+            )
         self._sleep_for = seconds
 
     def status_abort(self) -> None:

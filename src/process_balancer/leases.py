@@ -40,9 +40,9 @@ class Lease:
 
     driver: LockDriver
     fence: int
-    lock_until: float            # monotonic: the lock itself certainly lives until then
+    lock_until: float  # monotonic: the lock itself certainly lives until then
     next_renew: float
-    deadline: float = 0.0        # min(lock_until, membership): the worker stops at this time
+    deadline: float = 0.0  # min(lock_until, membership): the worker stops at this time
     lost: bool = False
     lost_reason: str = ""
     renew_lock: threading.Lock = field(default_factory=threading.Lock)

@@ -226,8 +226,12 @@ class Manager:
                 if job_id in self.jobs
                 for index in indexes
             }
-        why = "process stopping" if self._stopping else "process quiet" if self._quiet else (
-            "slot moved to another process"
+        why = (
+            "process stopping"
+            if self._stopping
+            else "process quiet"
+            if self._quiet
+            else ("slot moved to another process")
         )
         return self.supervisor.reconcile(desired, why_stop=why)
 
@@ -251,8 +255,11 @@ class Manager:
             self.backend.leave(self.identity)
             rebalance(self.backend)
         except BackendError as exc:
-            logger.warning("could not leave the group cleanly (%s); peers notice in %.0fs",
-                           exc, self.settings.process_expiry)
+            logger.warning(
+                "could not leave the group cleanly (%s); peers notice in %.0fs",
+                exc,
+                self.settings.process_expiry,
+            )
         self.membership.revoke()
         logger.info("process %s left the group", self.identity)
 
@@ -329,8 +336,9 @@ class Manager:
         elif name == "dump":
             self.request_dump()
         else:
-            logger.warning("ignoring unknown remote command %r; known: %s", command,
-                           ", ".join(COMMANDS))
+            logger.warning(
+                "ignoring unknown remote command %r; known: %s", command, ", ".join(COMMANDS)
+            )
 
     def _install_signal_handlers(self) -> None:
         signal.signal(signal.SIGINT, self._on_stop_signal)

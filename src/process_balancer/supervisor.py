@@ -109,9 +109,7 @@ class Supervisor:
                 self._restart_at[slot] = time.monotonic() + defaults.ABORT_RESTART_DELAY
                 self.restarts[slot] = self.restarts.get(slot, 0) + 1
             else:
-                logger.info(
-                    "job %s worker %d stopped (%s)", slot[0], slot[1], worker.stop_reason
-                )
+                logger.info("job %s worker %d stopped (%s)", slot[0], slot[1], worker.stop_reason)
 
     # -- shutdown ----------------------------------------------------------------------------
 

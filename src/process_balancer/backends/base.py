@@ -30,10 +30,10 @@ class CorruptStateError(BackendError):
 
 @dataclass(frozen=True)
 class HeartbeatResult:
-    joined: bool                 # the member was not in the group before this heartbeat
-    changed: bool                # this heartbeat changed the group's state version
-    version: int                 # current state version
-    assignment_version: int      # state version the stored assignment was computed from
+    joined: bool  # the member was not in the group before this heartbeat
+    changed: bool  # this heartbeat changed the group's state version
+    version: int  # current state version
+    assignment_version: int  # state version the stored assignment was computed from
     #: this member's slots (job -> indexes) when the assignment changed since ``seen``, else None
     slots: dict[str, tuple[int, ...]] | None
     commands: list[dict[str, Any]] = field(default_factory=list)
@@ -42,9 +42,9 @@ class HeartbeatResult:
 @dataclass(frozen=True)
 class MemberState:
     identity: str
-    deadline: float                  # backend clock, seconds since the epoch
-    traits: dict[str, Any]           # capacity, active, jobs, defaults, started_at, hostname, pid
-    info: dict[str, Any]             # volatile: running slots, errors, restarts
+    deadline: float  # backend clock, seconds since the epoch
+    traits: dict[str, Any]  # capacity, active, jobs, defaults, started_at, hostname, pid
+    info: dict[str, Any]  # volatile: running slots, errors, restarts
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ class LockContext:
     namespace: str
     job_id: str
     worker_index: int
-    holder: str          # identity of the process taking the lock
-    ttl: float           # seconds the lock lives without renewal (runtime_lock_timeout)
+    holder: str  # identity of the process taking the lock
+    ttl: float  # seconds the lock lives without renewal (runtime_lock_timeout)
 
     @property
     def name(self) -> str:
