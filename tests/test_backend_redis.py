@@ -21,10 +21,20 @@ def backend(redis_url: str, namespace: str) -> Iterator[RedisBackend]:
     b.close()
 
 
-def beat(backend: RedisBackend, identity: str, expiry: float = 3.0, seen: int = -1,
-         traits: dict[str, object] | None = None):
-    return backend.heartbeat(identity, traits=traits or TRAITS, info={"x": 1}, expiry=expiry,
-                             seen_assignment_version=seen)
+def beat(
+    backend: RedisBackend,
+    identity: str,
+    expiry: float = 3.0,
+    seen: int = -1,
+    traits: dict[str, object] | None = None,
+):
+    return backend.heartbeat(
+        identity,
+        traits=traits or TRAITS,
+        info={"x": 1},
+        expiry=expiry,
+        seen_assignment_version=seen,
+    )
 
 
 def test_first_heartbeat_joins_and_bumps_the_version(backend: RedisBackend) -> None:
@@ -84,8 +94,9 @@ def test_count_below_zero_is_refused_and_nothing_written(backend: RedisBackend) 
     assert backend.get_count("j") == 2
 
 
-def test_garbage_count_is_reported_and_kept(backend: RedisBackend, rclient: redis.Redis,
-                                            namespace: str) -> None:
+def test_garbage_count_is_reported_and_kept(
+    backend: RedisBackend, rclient: redis.Redis, namespace: str
+) -> None:
     rclient.hset(f"{namespace}:counts", "j", "lots")
     with pytest.raises(CorruptStateError, match="'lots'"):
         backend.get_count("j")
@@ -113,9 +124,9 @@ def test_lock_is_exclusive_and_fencing_tokens_increase(backend: RedisBackend) ->
     assert second is not None and second.fence > first.fence
 
 
-def test_renew_and_release_never_touch_another_holders_lock(backend: RedisBackend,
-                                                            rclient: redis.Redis,
-                                                            namespace: str) -> None:
+def test_renew_and_release_never_touch_another_holders_lock(
+    backend: RedisBackend, rclient: redis.Redis, namespace: str
+) -> None:
     beat(backend, "a")
     beat(backend, "b")
     held = backend.lock_acquire("j:0", "a", 5)
@@ -145,8 +156,9 @@ def test_lock_expires_after_its_ttl(backend: RedisBackend) -> None:
     assert backend.lock_acquire("j:0", "b", 5) is not None
 
 
-def test_garbage_in_a_lock_key_is_reported_and_kept(backend: RedisBackend, rclient: redis.Redis,
-                                                    namespace: str) -> None:
+def test_garbage_in_a_lock_key_is_reported_and_kept(
+    backend: RedisBackend, rclient: redis.Redis, namespace: str
+) -> None:
     rclient.set(f"{namespace}:lock:j:0", "x")
     with pytest.raises(CorruptStateError, match="not a process-balancer lock"):
         backend.lock_acquire("j:0", "a", 5)
