@@ -230,6 +230,16 @@ def test_every_unset_variable_is_reported(write: Callable[..., Path]) -> None:
     assert [p.split(": ")[1] for p in problems] == ["line 2", "line 3"]
 
 
+def test_variables_in_comments_are_left_alone(write: Callable[..., Path]) -> None:
+    path = write(
+        "# backend: ${PRODUCTION_REDIS}\nglobal:\n  namespace: app  # was ${OLD_NS}\n"
+        "  backend: 'redis://h/0#${NOT_A_COMMENT:-x}'\n"
+    )
+    settings = load(path)
+    assert settings.namespace == "app"
+    assert settings.backend == "redis://h/0#x"
+
+
 def test_a_malformed_reference_is_an_error(write: Callable[..., Path]) -> None:
     problem = one_problem(write("global:\n  namespace: ${not valid}\n"))
     assert "line 2: malformed '${'" in problem

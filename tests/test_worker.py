@@ -67,8 +67,13 @@ def keeper() -> Iterator[LeaseKeeper]:
     k.stop()
 
 
-def run_worker(backend: RedisBackend, keeper: LeaseKeeper, job_class: type, options: dict,
-               acquire_timeout: float = 2.0) -> Worker:
+def run_worker(
+    backend: RedisBackend,
+    keeper: LeaseKeeper,
+    job_class: type,
+    options: dict,
+    acquire_timeout: float = 2.0,
+) -> Worker:
     spec = WorkerSpec(
         job_id="j",
         worker_index=0,
@@ -125,8 +130,15 @@ def test_iteration_is_skipped_when_the_lock_is_held_elsewhere(backend, keeper) -
     backend.heartbeat("other:2:x", traits={}, info={}, expiry=30, seen_assignment_version=-1)
     assert backend.lock_acquire("j:0", "other:2:x", 30) is not None
     options: dict[str, Any] = {"calls": [], "fences": []}
-    spec = WorkerSpec("j", 0, Scripted, options, SimpleRedisLock,
-                      LockContext(backend, backend.namespace, "j", 0, IDENTITY, 30.0), 0.3)
+    spec = WorkerSpec(
+        "j",
+        0,
+        Scripted,
+        options,
+        SimpleRedisLock,
+        LockContext(backend, backend.namespace, "j", 0, IDENTITY, 30.0),
+        0.3,
+    )
     worker = Worker(spec, keeper=keeper, notifier=Notifier(), on_exit=lambda w: None)
     worker.start()
     wait_until(lambda: worker.skipped >= 2, 5, message="two skipped iterations")

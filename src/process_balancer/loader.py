@@ -15,6 +15,7 @@ import re
 import sys
 import traceback
 from collections.abc import Hashable, Mapping
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -62,7 +63,7 @@ def _expand(text: str, environ: Mapping[str, str], source: Path) -> str:
     empty, as in a shell) and turn ``$${`` into a literal ``${``."""
     problems: list[str] = []
 
-    def replace(match: re.Match[str]) -> str:
+    def replace(match: re.Match[str], offset: int) -> str:
         literal, name, default, malformed = match.groups()
         if literal:
             return "${"
@@ -71,7 +72,7 @@ def _expand(text: str, environ: Mapping[str, str], source: Path) -> str:
             return value or default
         if value is not None:
             return value
-        where = f"line {text.count(chr(10), 0, match.start()) + 1}"
+        where = f"line {text.count(chr(10), 0, offset + match.start()) + 1}"
         if malformed:
             problem = "malformed '${'; write ${NAME} or ${NAME:-default}, or $${ for a literal '${'"
         else:
@@ -81,10 +82,33 @@ def _expand(text: str, environ: Mapping[str, str], source: Path) -> str:
         problems.append(format_problem(source, where, problem))
         return ""
 
-    expanded = _REFERENCE.sub(replace, text)
+    # Comments are left alone, so a commented-out line never needs its variables set.
+    lines = []
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        cut = _comment_start(line)
+        code, comment = line[:cut], line[cut:]
+        lines.append(_REFERENCE.sub(partial(replace, offset=offset), code) + comment)
+        offset += len(line)
+    expanded = "".join(lines)
     if problems:
         raise ConfigError(*problems)
     return expanded
+
+
+def _comment_start(line: str) -> int:
+    """Index where a YAML comment starts in ``line`` (``len(line)`` if none): a ``#`` at the
+    start or after whitespace, outside single- or double-quoted text."""
+    quote = ""
+    for index, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (index == 0 or line[index - 1] in " \t"):
+            return index
+    return len(line)
 
 
 class _StrictLoader(yaml.SafeLoader):
