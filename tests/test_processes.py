@@ -291,3 +291,49 @@ def test_unimportable_job_class_exits_2(tmp_path: Path, spawn) -> None:
     proc: Process = spawn(config, "bad")
     assert proc.wait(20) == 2
     assert "jobs.q.class" in proc.log()
+
+
+def test_a_stalled_backend_stops_iterations_before_anyone_could_take_over(
+    tmp_path: Path, private_redis, redis_url, namespace, spawn, iteration_log
+) -> None:
+    """Given Redis stops answering, the worker cannot renew anything: its iteration must end
+    (unlock_records runs) before its membership could have expired on the server, long
+    before the 30 s lock TTL; once Redis answers again the process rejoins and runs again."""
+    from support.harness import write_config
+
+    config = write_config(
+        tmp_path / "stall.yml",
+        backend=private_redis.url,
+        namespace=namespace,
+        jobs={
+            "q": {
+                **JOB,
+                "workers": 1,
+                "records": 1000,
+                "record_time": 0.05,
+                "redis_url": redis_url,
+                "log_key": iteration_log.key,
+            }
+        },
+    )
+    a = spawn(config, "a")
+    wait_until(lambda: running_by_pid(iteration_log, 0), 15, message="a running")
+    private_redis.send_signal(signal.SIGSTOP)
+    stalled_at = time.time()
+    try:
+        ended = wait_until(
+            lambda: [i for i in iteration_log.intervals() if i.closed],
+            10,
+            message="the iteration to end while Redis is stalled",
+        )[0]
+    finally:
+        private_redis.send_signal(signal.SIGCONT)
+    # process_expiry is 3 s: the iteration must end before then (plus one record).
+    assert ended.end - stalled_at < 3.2, f"iteration ended {ended.end - stalled_at:.2f}s later"
+    resumed_after = time.time()
+    wait_until(
+        lambda: running_by_pid(iteration_log, resumed_after),
+        15,
+        message="a runs again after Redis is back",
+    )
+    assert a.popen.poll() is None
