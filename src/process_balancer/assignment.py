@@ -13,15 +13,18 @@ The rules, and why they are the rules:
   reported as *unplaced*, so an operator sees it and adding a process fixes it.
 - A quiet or stopping process gets nothing, so its slots move to peers at once instead of
   stalling until it exits.
-- Each job's slots are spread in proportion to capacity (largest remainder, so equal processes
-  differ by at most one slot). A process whose remaining capacity is below its share gets what
-  fits and the rest is spread over the others the same way, so nothing stays unplaced while an
-  eligible process has room. Jobs are placed in job id order, each using up capacity.
+- Each job's slots are spread in proportion to capacity by largest remainder, so every process
+  gets the floor or the ceiling of its exact share and equal processes differ by at most one. A
+  process whose remaining capacity is below its share gets what fits and the rest is spread over
+  the others the same way, so nothing stays unplaced while an eligible process has room. Jobs
+  are placed in job id order, each using up capacity: under a shortage, the first ids win.
 - Every moved slot costs a worker stop, a lock hand-over and a worker start, so the result is
-  sticky: a process keeps the indexes it held (its lowest ones when it must give some up),
-  rounding favours processes that already hold more than their floor, and only released or new
-  indexes are handed out. A join then moves only what the newcomer needs, a leave only what the
-  leaver held, and feeding a result back in changes nothing.
+  sticky: a process keeps the indexes it held (its lowest ones when it must give some up), a
+  spare slot of the rounding goes first to a process already running it, and only released or
+  new indexes are handed out, lowest first. A join then moves only what the newcomer needs, a
+  leave only what the leaver held, and feeding a result back in changes nothing. For the same
+  reason the unplaced indexes are the highest ones nobody keeps, not always the highest ones:
+  renumbering would stop running workers only to start idle ones.
 """
 
 from __future__ import annotations
@@ -109,12 +112,13 @@ class Assignment:
         slots: dict[str, dict[str, tuple[int, ...]]] = {}
         for identity, per_job in sorted(_checked_mapping(data["slots"], "slots").items()):
             where = f"slots[{identity!r}]"
-            jobs = {
+            per_job = _checked_mapping(per_job, where)
+            if not per_job:
+                raise ValueError(f"assignment {where} is empty; a member without slots is left out")
+            slots[identity] = {
                 job_id: _checked_indexes(job_id, indexes, seen, f"{where}[{job_id!r}]")
-                for job_id, indexes in sorted(_checked_mapping(per_job, where).items())
+                for job_id, indexes in sorted(per_job.items())
             }
-            if jobs:
-                slots[identity] = jobs
         unplaced = {
             job_id: _checked_indexes(job_id, indexes, seen, f"unplaced[{job_id!r}]")
             for job_id, indexes in sorted(_checked_mapping(data["unplaced"], "unplaced").items())
@@ -282,10 +286,15 @@ def _targets(
     floors = [remaining * member.capacity // weight for member in open_members]
     leftover = remaining - sum(floors)
 
-    def rank(position: int) -> tuple[bool, int, int, str]:
+    def rank(position: int) -> tuple[bool, bool, int, int, str]:
+        # A spare slot goes to a fractional share only, so every member stays within floor and
+        # ceil of its exact share. Among those, members already running more than their floor
+        # come first: any other choice would stop one of their workers to start one elsewhere.
+        # Then the largest remainder, then the most held, then identity.
         member = open_members[position]
+        remainder = remaining * member.capacity % weight
         surplus = len(kept.get(member.identity, ())) - floors[position]
-        return (surplus <= 0, -(remaining * member.capacity % weight), -surplus, member.identity)
+        return (remainder == 0, surplus <= 0, -remainder, -surplus, member.identity)
 
     for position in sorted(range(len(open_members)), key=rank)[:leftover]:
         floors[position] += 1
