@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -332,3 +333,71 @@ def test_two_runner_processes_drain_the_queue_processing_each_row_once(
         assert runner.wait(40) == 0, runner.log()
         assert "Traceback" not in runner.log()
         assert "taken over" not in runner.log()
+
+
+def test_a_paused_holder_lands_no_write_after_a_peer_took_its_slot_over(
+    db: psycopg.Connection[Any],
+    database_url: str,
+    redis_url: str,
+    namespace: str,
+    spawn: Callable[..., Process],
+    tmp_path: Path,
+) -> None:
+    """Given two runners draining slowly (50 ms of work per row), when one is SIGSTOPped for
+    longer than both process_expiry and the worker lock TTL, a peer takes its slot over with a
+    higher fencing token; when it is SIGCONTed mid-row its write carries the old token and is
+    refused, so every row is still done exactly once."""
+    insert_rows(db, 400)
+    config = write_config(
+        tmp_path / "queue.yml",
+        backend=redis_url,
+        namespace=namespace,
+        jobs={
+            "process_queue": {
+                "class": "jobs:ProcessQueue",
+                "workers": 2,
+                "batch_size": 20,
+                "idle_sleep": 0.2,
+                "work_time": 0.05,
+                "runtime_lock_timeout": 4,
+                "database_url": database_url,
+            }
+        },
+    )
+    runners = [spawn(config, name, "-r", str(EXAMPLE / "jobs.py")) for name in ("a", "b")]
+    paused, peer = runners
+
+    def done_by(pid: int) -> int:
+        row = db.execute(
+            "SELECT count(*) FROM queue_records WHERE processed_pid = %s", (pid,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    wait_until(
+        lambda: done_by(paused.pid) > 10 and done_by(peer.pid) > 10,
+        30,
+        message="both runners processing rows",
+    )
+    paused.send(signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    try:
+        before = done_by(peer.pid)
+        # The peer runs both slots: it must get well past its own share's pace.
+        wait_until(lambda: done_by(peer.pid) > before + 40, 20, message="peer takes over")
+        # Stay paused past the 4 s worker lock TTL as well.
+        time.sleep(max(0.0, stopped_at + 4.5 - time.monotonic()))
+    finally:
+        paused.send(signal.SIGCONT)
+
+    wait_until(lambda: _drained(db, 400), timeout=60, interval=0.2, message="queue drained")
+    counts = db.execute("SELECT process_count, count(*) FROM queue_records GROUP BY 1").fetchall()
+    assert counts == [(1, 400)], counts
+    wait_until(
+        lambda: "taken over by a newer holder" in paused.log(),
+        10,
+        message="the paused runner's stale write to be refused",
+    )
+    for runner in runners:
+        runner.send(signal.SIGTERM)
+    for runner in runners:
+        assert runner.wait(40) == 0, runner.log()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from typing import Any, NamedTuple
 
 import psycopg
@@ -38,6 +39,7 @@ ADOPT_SQL = """
 UPDATE queue_records
 SET lock_fence = %(fence)s, locked_at = now()
 WHERE lock_owner = %(owner)s AND status = 'queued'
+  AND (lock_fence IS NULL OR lock_fence < %(fence)s)
 RETURNING id, payload
 """
 
@@ -92,8 +94,9 @@ class ProcessQueue(process_balancer.Base):
     """Claims queued rows in batches and marks each one done, guarded by the fencing token.
 
     Options: ``database_url`` (else ``$DATABASE_URL``, else a local ``test`` database),
-    ``batch_size`` (rows claimed per iteration, default 1000) and ``idle_sleep`` (seconds to
-    wait after an iteration that found nothing, default 1).
+    ``batch_size`` (rows claimed per iteration, default 1000), ``idle_sleep`` (seconds to
+    wait after an iteration that found nothing, default 1) and ``work_time`` (seconds of
+    simulated work per row, default 0).
     """
 
     lock_driver = "simple_redis"
@@ -107,6 +110,8 @@ class ProcessQueue(process_balancer.Base):
         )
         self.batch_size = int(_option(self.options, "batch_size", DEFAULT_BATCH_SIZE, minimum=1))
         self.idle_sleep = float(_option(self.options, "idle_sleep", DEFAULT_IDLE_SLEEP, minimum=0))
+        # Seconds of simulated work per row (a remote call, say), to watch a slow drain.
+        self.work_time = float(_option(self.options, "work_time", 0.0, minimum=0))
         self._conn: psycopg.Connection[Any] | None = None
         # The fencing token rows may be claimed under, from the moment a claim is sent until
         # unlock_records has released them; None when this worker holds no rows.
@@ -142,6 +147,8 @@ class ProcessQueue(process_balancer.Base):
         return records
 
     def process_record(self, record: QueueRecord) -> None:
+        if self.work_time:
+            time.sleep(self.work_time)
         cursor = self._connection().execute(
             DONE_SQL,
             {
