@@ -170,3 +170,69 @@ def test_leave_removes_the_member_at_once(backend: RedisBackend) -> None:
     beat(backend, "b")
     backend.leave("a")
     assert [m.identity for m in backend.snapshot().members] == ["b"]
+
+
+def test_pause_remembers_the_count_and_sets_zero_in_one_step(backend: RedisBackend) -> None:
+    backend.set_count("j", to=5, by=None, default=2)
+    version = backend.snapshot().version
+    assert backend.pause("j", default=2) == 5
+    assert backend.get_count("j") == 0
+    assert backend.paused_counts() == {"j": 5}
+    assert backend.snapshot().version == version + 1
+
+
+def test_pause_without_a_runtime_count_remembers_the_default(backend: RedisBackend) -> None:
+    assert backend.pause("j", default=3) == 3
+    assert backend.paused_counts() == {"j": 3}
+
+
+def test_pausing_twice_keeps_the_first_remembered_count(backend: RedisBackend) -> None:
+    backend.set_count("j", to=4, by=None, default=1)
+    backend.pause("j", default=1)
+    assert backend.pause("j", default=1) is None
+    assert backend.paused_counts() == {"j": 4}
+
+
+def test_resume_restores_and_forgets_the_remembered_count(backend: RedisBackend) -> None:
+    backend.set_count("j", to=4, by=None, default=1)
+    backend.pause("j", default=1)
+    assert backend.resume("j") == 4
+    assert backend.get_count("j") == 4
+    assert backend.paused_counts() == {}
+    assert backend.resume("j") is None
+
+
+def test_setting_the_count_of_a_paused_job_ends_the_pause(backend: RedisBackend) -> None:
+    backend.pause("j", default=2)
+    backend.set_count("j", by=1, to=None, default=2)
+    assert backend.paused_counts() == {}
+    assert backend.get_count("j") == 1
+
+
+def test_pause_refuses_an_unreadable_stored_count(backend: RedisBackend, rclient) -> None:
+    rclient.hset(f"{backend.namespace}:counts", "j", "many")
+    with pytest.raises(CorruptStateError, match="not a count"):
+        backend.pause("j", default=1)
+    assert backend.paused_counts() == {}
+
+
+def test_acks_are_recorded_per_command_and_expire(backend: RedisBackend, rclient) -> None:
+    backend.ack_command("a:1:x", "c1", 123.5)
+    backend.ack_command("b:2:y", "c1", 124.0)
+    backend.ack_command("a:1:x", "c2", 125.0)
+    assert backend.command_acks("c1") == {"a:1:x": 123.5, "b:2:y": 124.0}
+    assert backend.command_acks("nothing") == {}
+    assert 0 < rclient.pttl(f"{backend.namespace}:acks:c1") <= 10 * 60 * 1000
+
+
+def test_snapshot_carries_the_backend_clock(backend: RedisBackend) -> None:
+    now = backend.snapshot().now
+    assert now is not None and abs(now - time.time()) < 5
+
+
+def test_unplaced_reads_the_stored_unplaced_slots(backend: RedisBackend) -> None:
+    assert backend.unplaced() == {}
+    beat(backend, "a")
+    version = backend.snapshot().version
+    backend.write_assignment(version, {"a": {"j": (0,)}}, {"j": (1, 2)})
+    assert backend.unplaced() == {"j": [1, 2]}

@@ -324,6 +324,12 @@ def test_a_settings_section_that_is_not_a_mapping_is_an_error(
         ("namespace", "my app", "must be a non-empty string of letters, digits"),
         ("namespace", "''", "must be a non-empty string of letters, digits"),
         ("backend", "42", "must be a backend URL such as"),
+        ("metrics_port", "0", "must be a TCP port from 1 to 65535, or null for none, got 0"),
+        ("metrics_port", "65536", "must be a TCP port from 1 to 65535"),
+        ("metrics_port", "'9100'", "must be a TCP port from 1 to 65535"),
+        ("metrics_port", "true", "must be a TCP port from 1 to 65535"),
+        ("metrics_host", "''", "must be a host name or IP address to bind to"),
+        ("metrics_host", "9100", "must be a host name or IP address to bind to"),
     ],
 )
 def test_a_setting_of_the_wrong_type_or_range_is_an_error(
@@ -331,6 +337,27 @@ def test_a_setting_of_the_wrong_type_or_range_is_an_error(
 ) -> None:
     path = write(f"global:\n  {key}: {value}\n")
     assert one_problem(path).startswith(f"{path}: global.{key}: {message}")
+
+
+def test_metrics_are_off_by_default_and_bind_to_loopback(write: Callable[..., Path]) -> None:
+    settings = load(write("global: {}\n"))
+    assert (settings.metrics_port, settings.metrics_host) == (None, "127.0.0.1")
+
+
+def test_metrics_port_may_be_set_per_environment_or_null(write: Callable[..., Path]) -> None:
+    path = write(
+        """
+        global:
+          metrics_port: null
+        environments:
+          production:
+            metrics_port: 9100
+            metrics_host: 0.0.0.0
+        """
+    )
+    assert load(path).metrics_port is None
+    settings = load(path, env="production")
+    assert (settings.metrics_port, settings.metrics_host) == (9100, "0.0.0.0")
 
 
 def test_numbers_accept_ints_and_floats(write: Callable[..., Path]) -> None:

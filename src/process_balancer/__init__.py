@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from .api import (
     Client,
+    CommandResult,
+    PauseError,
     adjust_scheduled_workers,
     configure,
     running_workers,
@@ -18,8 +20,10 @@ __version__ = "0.1.0"
 __all__ = [
     "Base",
     "Client",
+    "CommandResult",
     "LockContext",
     "LockDriver",
+    "PauseError",
     "__version__",
     "adjust_scheduled_workers",
     "configure",

@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 import os
+import secrets
 import threading
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from .backends import Backend, MemberState, open_backend
-from .balancer import rebalance
+from .balancer import config_counts, rebalance
 from .config import Settings, load_config, settings_from
 from .manager import COMMANDS
+from .status import DEFAULT_STUCK_AFTER, build_status
+
+
+class PauseError(ValueError):
+    """Pausing a job that is paused already, or resuming one that is not paused."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What became of a remote command sent to one process.
+
+    ``outcome`` is ``"acknowledged"`` (the process handled it; ``after`` is the seconds it
+    took), ``"not_acknowledged"`` (queued, but no acknowledgement within the wait) or
+    ``"not_live"`` (no live process has that identity; nothing was queued).
+    """
+
+    identity: str
+    outcome: Literal["acknowledged", "not_acknowledged", "not_live"]
+    after: float | None = None
 
 
 def _check_int(name: str, value: object) -> int:
@@ -34,7 +56,12 @@ class Client:
         return job_id
 
     def config_workers(self, job_id: str) -> int:
-        """The job's ``workers`` from the config, else 1."""
+        """The job's ``workers`` from the config: as the group's oldest live process that runs
+        the job advertises it (what the group uses), else from this client's config file,
+        else 1."""
+        advertised = config_counts(self.backend.snapshot().members)
+        if job_id in advertised:
+            return advertised[job_id]
         job = self.settings.jobs.get(job_id)
         return job.workers if job is not None and job.workers is not None else 1
 
@@ -93,6 +120,90 @@ class Client:
         if command not in COMMANDS:
             raise ValueError(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}")
         return self.backend.send_command(identity, {"command": command})
+
+    def pause(self, job_id: str) -> int:
+        """Set the job's count to 0, remembering the current one for :meth:`resume`.
+
+        Returns the remembered count; raises PauseError if the job is paused already.
+        """
+        job_id = self._check_job(job_id)
+        remembered = self.backend.pause(job_id, default=self.config_workers(job_id))
+        if remembered is None:
+            resume_to = self.backend.paused_counts().get(job_id)
+            raise PauseError(
+                f"job {job_id!r} is paused already (it resumes with {resume_to} workers); "
+                "nothing was changed"
+            )
+        rebalance(self.backend)
+        return remembered
+
+    def resume(self, job_id: str) -> int:
+        """Give a paused job back the count it had before :meth:`pause`; returns it.
+
+        Raises PauseError if the job is not paused (setting its count also ends a pause).
+        """
+        job_id = self._check_job(job_id)
+        count = self.backend.resume(job_id)
+        if count is None:
+            raise PauseError(
+                f"job {job_id!r} is not paused, so there is no count to resume to; "
+                "use scale to set one"
+            )
+        rebalance(self.backend)
+        return count
+
+    def known_jobs(self) -> set[str]:
+        """Job ids of the config file and of every job a live process can run."""
+        jobs = set(self.settings.jobs)
+        for member in self.backend.snapshot().members:
+            advertised = member.traits.get("jobs")
+            if isinstance(advertised, list):
+                jobs.update(j for j in advertised if isinstance(j, str))
+        return jobs
+
+    def status(self, *, stuck_after: float = DEFAULT_STUCK_AFTER) -> dict[str, Any]:
+        """The group's status document (see :mod:`process_balancer.status`)."""
+        snapshot = self.backend.snapshot()
+        return build_status(
+            snapshot,
+            now=snapshot.now if snapshot.now is not None else time.time(),
+            stuck_after=stuck_after,
+            paused=self.backend.paused_counts(),
+            config_workers={job_id: job.workers for job_id, job in self.settings.jobs.items()},
+            namespace=self.settings.namespace,
+            backend=self.backend.display_url,
+        )
+
+    def send_commands(
+        self, identities: Iterable[str], command: str, *, wait: float = 5.0
+    ) -> list[CommandResult]:
+        """Send ``command`` to every process in ``identities`` and wait up to ``wait``
+        seconds for each to acknowledge it; one result per identity, in the given order."""
+        if command not in COMMANDS:
+            raise ValueError(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}")
+        command_id = secrets.token_hex(8)
+        payload = {"command": command, "id": command_id, "sent_at": time.time()}
+        started = time.monotonic()
+        targets = list(dict.fromkeys(identities))
+        queued = [i for i in targets if self.backend.send_command(i, payload)]
+        acked: dict[str, float] = {}
+        while queued:
+            done = self.backend.command_acks(command_id)
+            now = time.monotonic()
+            for identity in done:
+                acked.setdefault(identity, round(now - started, 3))
+            if all(i in acked for i in queued) or now - started >= wait:
+                break
+            time.sleep(min(0.05, max(0.0, wait - (now - started))))
+        results = []
+        for identity in targets:
+            if identity in acked:
+                results.append(CommandResult(identity, "acknowledged", acked[identity]))
+            elif identity in queued:
+                results.append(CommandResult(identity, "not_acknowledged"))
+            else:
+                results.append(CommandResult(identity, "not_live"))
+        return results
 
     def close(self) -> None:
         self.backend.close()

@@ -30,6 +30,11 @@ def member_from_state(state: MemberState) -> Member:
     )
 
 
+def _started_at(member: MemberState) -> float:
+    value = member.traits.get("started_at")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
 def config_counts(members: list[MemberState]) -> dict[str, int]:
     """Each job's config ``workers``, as advertised by the oldest member that runs the job.
 
@@ -37,7 +42,7 @@ def config_counts(members: list[MemberState]) -> dict[str, int]:
     value makes every process pick the same one.
     """
     counts: dict[str, int] = {}
-    ordered = sorted(members, key=lambda m: (float(m.traits.get("started_at") or 0.0), m.identity))
+    ordered = sorted(members, key=lambda m: (_started_at(m), m.identity))
     for member in ordered:
         advertised = member.traits.get("defaults")
         if not isinstance(advertised, Mapping):

@@ -49,6 +49,8 @@ SETTINGS_KEYS = (
     "shutdown_timeout",
     "heartbeat_interval",
     "process_expiry",
+    "metrics_port",
+    "metrics_host",
 )
 #: Keys of a job entry the runner reads itself; every other key is the job's own option.
 JOB_KEYS = ("class", "workers", "runtime_lock_timeout", "lock_acquire_timeout")
@@ -81,6 +83,9 @@ class Settings:
     environment: str
     config_file: Path | None
     jobs: dict[str, JobConfig]
+    #: Port of the ``/metrics``, ``/healthz`` and ``/readyz`` server; None serves nothing.
+    metrics_port: int | None = None
+    metrics_host: str = defaults.METRICS_HOST
 
 
 class _Invalid(Exception):
@@ -171,6 +176,22 @@ def _namespace(value: object) -> str:
     return value
 
 
+def _port(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise _Invalid(f"must be a TCP port from 1 to 65535, or null for none, got {_show(value)}")
+    return value
+
+
+def _host(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+        raise _Invalid(
+            f"must be a host name or IP address to bind to, such as '0.0.0.0', got {_show(value)}"
+        )
+    return value
+
+
 _SETTINGS_CHECKS: dict[str, Callable[[object], Any]] = {
     "backend": _backend,
     "namespace": _namespace,
@@ -178,6 +199,8 @@ _SETTINGS_CHECKS: dict[str, Callable[[object], Any]] = {
     "shutdown_timeout": lambda v: _seconds(v, positive=False),
     "heartbeat_interval": lambda v: _seconds(v, positive=True),
     "process_expiry": lambda v: _seconds(v, positive=True),
+    "metrics_port": _port,
+    "metrics_host": _host,
 }
 
 
@@ -277,6 +300,8 @@ def _build(
         environment=environment,
         config_file=problems.source,
         jobs=jobs,
+        metrics_port=get("metrics_port", None),
+        metrics_host=get("metrics_host", defaults.METRICS_HOST),
     )
 
 

@@ -17,6 +17,10 @@ HEARTBEAT_INTERVAL = 1.0
 #: move to peers and the worker locks it held may be taken over.
 PROCESS_EXPIRY = 3.0
 
+#: Address the ``/metrics``, ``/healthz`` and ``/readyz`` server binds to when ``metrics_port`` is
+#: set; loopback, so exposing it is a deliberate choice.
+METRICS_HOST = "127.0.0.1"
+
 #: Built-in worker lock used by jobs that do not choose one.
 LOCK_DRIVER = "simple_redis"
 #: Seconds a worker lock lives without renewal (job option ``runtime_lock_timeout``).

@@ -13,7 +13,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backends.base import Backend, BackendError, CorruptStateError
 from .balancer import rebalance
@@ -24,6 +24,9 @@ from .locks import LockContext, resolve_driver
 from .notify import Notifier
 from .supervisor import Supervisor
 from .worker import WorkerSpec
+
+if TYPE_CHECKING:
+    from .metrics import ProcessMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +103,11 @@ class Manager:
             notifier=self.notifier,
             wake=self._wake.set,
         )
+        self.metrics: ProcessMetrics | None = None
+        if settings.metrics_port is not None:
+            from .metrics import ProcessMetrics
+
+            self.metrics = ProcessMetrics(self)
 
     # -- requests (signal handlers, remote commands, embedding code) -------------------------
 
@@ -119,6 +127,15 @@ class Manager:
 
     def run(self) -> int:
         """Join the group, run slots until stopped, leave. Returns the exit code."""
+        if self.metrics is not None:
+            self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port or 0)
+        try:
+            return self._run()
+        finally:
+            if self.metrics is not None:
+                self.metrics.close()
+
+    def _run(self) -> int:
         if self._handle_signals:
             self._install_signal_handlers()
         listener = threading.Thread(target=self._listen, name="pb-listener", daemon=True)
@@ -192,6 +209,8 @@ class Manager:
             seen_assignment_version=self._seen_assignment_version,
         )
         self.membership.extend(sent_at, self.settings.process_expiry)
+        if self.metrics is not None:
+            self.metrics.observe_heartbeat(time.monotonic() - sent_at)
         self.keeper.refresh()
         if result.joined:
             if self._joined_once:
@@ -306,6 +325,7 @@ class Manager:
             driver_class=self._drivers[job_id],
             lock_context=context,
             acquire_timeout=entry.config.lock_acquire_timeout,
+            on_iteration=self.metrics.observe_iteration if self.metrics is not None else None,
         )
 
     def _lease_lost(self, lease: Lease) -> None:
@@ -328,7 +348,7 @@ class Manager:
 
     def _command(self, command: dict[str, Any]) -> None:
         name = command.get("command")
-        logger.info("remote command %r received", name)
+        logger.info("remote command %r received (id %s)", name, command.get("id", "none"))
         if name == "quiet":
             self.request_quiet()
         elif name == "stop":
@@ -338,6 +358,37 @@ class Manager:
         else:
             logger.warning(
                 "ignoring unknown remote command %r; known: %s", command, ", ".join(COMMANDS)
+            )
+            return
+        self._ack_command(command)
+
+    # -- operations: state read by probes and metrics, command acknowledgements -------------
+
+    @property
+    def joined(self) -> bool:
+        """This process has joined the group (a heartbeat of it has succeeded)."""
+        return self._joined_once
+
+    @property
+    def quiet(self) -> bool:
+        return self._quiet
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def _ack_command(self, command: dict[str, Any]) -> None:
+        command_id = command.get("id")
+        if not isinstance(command_id, str) or not command_id:
+            return
+        try:
+            self.backend.ack_command(self.identity, command_id, time.time())
+        except BackendError as exc:
+            logger.warning(
+                "could not acknowledge remote command %s (%s); it was carried out, the sender "
+                "reports it as not acknowledged",
+                command_id,
+                exc,
             )
 
     def _install_signal_handlers(self) -> None:

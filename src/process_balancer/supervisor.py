@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from . import defaults
@@ -16,6 +18,18 @@ from .worker import Worker, WorkerSpec
 logger = logging.getLogger(__name__)
 
 Slot = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class SlotCounters:
+    """Cumulative counters of one slot in this process, over every worker it has had."""
+
+    running: bool
+    iterations: int
+    records: int
+    lock_losses: int
+    restarts: int
+    errors: int
 
 
 def restart_delay(failures: int) -> float:
@@ -44,6 +58,10 @@ class Supervisor:
         self._restart_at: dict[Slot, float] = {}
         self.restarts: dict[Slot, int] = {}
         self.last_error: dict[Slot, str] = {}
+        # Metrics: counters of reaped workers and job errors, read by the scrape thread.
+        self._counters_lock = threading.Lock()
+        self._retired: dict[Slot, tuple[int, int, int]] = {}
+        self._errors: dict[Slot, int] = {}
 
     # -- reconciliation ----------------------------------------------------------------------
 
@@ -87,7 +105,7 @@ class Supervisor:
         for slot, worker in list(self._workers.items()):
             if worker.is_alive() or worker.outcome is None:
                 continue
-            del self._workers[slot]
+            self._retire(slot, worker)
             if worker.succeeded:
                 self._failures.pop(slot, None)
             if worker.outcome == "failed":
@@ -97,6 +115,7 @@ class Supervisor:
                 self._restart_at[slot] = time.monotonic() + delay
                 self.restarts[slot] = self.restarts.get(slot, 0) + 1
                 self.last_error[slot] = worker.error or "unknown error"
+                self._errors[slot] = self._errors.get(slot, 0) + 1
                 logger.warning(
                     "job %s worker %d failed (%s); restart %d in %.1fs",
                     slot[0],
@@ -153,3 +172,41 @@ class Supervisor:
                 entry["state"] = "idle"
             slots[f"{slot[0]}:{slot[1]}"] = entry
         return slots
+
+    # -- metrics (called from the scrape thread) ---------------------------------------------
+
+    def _retire(self, slot: Slot, worker: Worker) -> None:
+        """Forget an exited worker, keeping its counts, so the totals never go backwards."""
+        with self._counters_lock:
+            iterations, records, losses = self._retired.get(slot, (0, 0, 0))
+            self._retired[slot] = (
+                iterations + worker.iterations,
+                records + worker.records,
+                losses + worker.lock_losses,
+            )
+            del self._workers[slot]
+
+    def counters(self) -> dict[Slot, SlotCounters]:
+        """Totals per slot this process has run: live workers plus exited ones."""
+        with self._counters_lock:
+            workers = dict(self._workers)
+            retired = dict(self._retired)
+        restarts = dict(self.restarts)
+        errors = dict(self._errors)
+        result = {}
+        for slot in set(workers) | set(retired) | set(restarts):
+            worker = workers.get(slot)
+            iterations, records, losses = retired.get(slot, (0, 0, 0))
+            if worker is not None:
+                iterations += worker.iterations
+                records += worker.records
+                losses += worker.lock_losses
+            result[slot] = SlotCounters(
+                running=worker is not None and worker.is_alive() and not worker.stopping,
+                iterations=iterations,
+                records=records,
+                lock_losses=losses,
+                restarts=restarts.get(slot, 0),
+                errors=errors.get(slot, 0),
+            )
+        return result

@@ -35,6 +35,8 @@ class WorkerSpec:
     driver_class: type[LockDriver]
     lock_context: LockContext
     acquire_timeout: float
+    #: Called with (job_id, seconds) after every iteration that held the lock (for metrics).
+    on_iteration: Callable[[str, float], None] | None = None
 
 
 class Worker:
@@ -140,6 +142,7 @@ class Worker:
                 return
             job.fencing_token = lease.fence
             self.iteration_started = time.time()
+            began = time.monotonic()
             try:
                 self._process(job, lease)
             finally:
@@ -155,6 +158,8 @@ class Worker:
                         job.worker_index,
                         lease.lost_reason,
                     )
+                if self.spec.on_iteration is not None:
+                    self.spec.on_iteration(job.job_id, time.monotonic() - began)
             self.iterations += 1
             self.succeeded = True
         finally:

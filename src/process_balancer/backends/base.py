@@ -57,6 +57,8 @@ class GroupSnapshot:
     counts: dict[str, int]
     assignment: dict[str, dict[str, list[int]]]
     unplaced: dict[str, list[int]]
+    #: the backend's clock when the snapshot was read (seconds since the epoch), if it has one
+    now: float | None = None
 
 
 @dataclass(frozen=True)
@@ -125,11 +127,44 @@ class Backend(abc.ABC):
     def clear_count(self, job_id: str) -> None:
         """Forget the runtime count so the config's ``workers`` applies again."""
 
+    @abc.abstractmethod
+    def pause(self, job_id: str, *, default: int) -> int | None:
+        """Set the count to 0 and remember the count it had (the runtime count, else
+        ``default``), in one atomic step. Returns the remembered count, or None (and changes
+        nothing) when the job is paused already.
+
+        Setting or clearing the count of a paused job ends its pause.
+        """
+
+    @abc.abstractmethod
+    def resume(self, job_id: str) -> int | None:
+        """Restore the count remembered by :meth:`pause` and forget it; returns the count, or
+        None (and changes nothing) when the job is not paused."""
+
+    @abc.abstractmethod
+    def paused_counts(self) -> dict[str, int]:
+        """Paused jobs with the counts they resume to."""
+
+    @abc.abstractmethod
+    def unplaced(self) -> dict[str, list[int]]:
+        """Slots per job the stored assignment could not place; one cheap read."""
+
     # -- remote commands ---------------------------------------------------------------------
 
     @abc.abstractmethod
     def send_command(self, identity: str, command: Mapping[str, Any]) -> bool:
         """Queue ``command`` for ``identity``; False (nothing queued) if it is not a member."""
+
+    @abc.abstractmethod
+    def ack_command(self, identity: str, command_id: str, at: float) -> None:
+        """Record that ``identity`` handled command ``command_id`` at ``at`` (epoch seconds).
+
+        Acknowledgements expire by themselves after a few minutes.
+        """
+
+    @abc.abstractmethod
+    def command_acks(self, command_id: str) -> dict[str, float]:
+        """Identities that acknowledged ``command_id``, with the time each one did."""
 
     # -- worker locks ------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib import resources
 from typing import Any
 
@@ -23,6 +23,10 @@ from .base import (
     HeartbeatResult,
     MemberState,
 )
+from .codec import dumps as _dumps
+from .codec import integer as _int
+from .codec import loads_dict as _loads_dict
+from .codec import parse_slots as _parse_slots
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +35,8 @@ logger = logging.getLogger(__name__)
 PRUNE_BATCH = 100
 #: Pending commands for a member are dropped if it never picks them up.
 COMMAND_TTL_MS = 10 * 60 * 1000
+#: Acknowledgements of a command are kept this long for the sender to read.
+ACK_TTL_MS = 10 * 60 * 1000
 
 _SCRIPTS = (
     "heartbeat",
@@ -42,15 +48,13 @@ _SCRIPTS = (
     "lock_release",
     "leave",
     "send_command",
+    "pause",
+    "resume",
 )
 
 
 def _load_script(name: str) -> str:
     return (resources.files(__package__) / "lua" / f"{name}.lua").read_text()
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
@@ -81,6 +85,7 @@ class RedisBackend(Backend):
         self._assignment = f"{prefix}assignment"
         self._unplaced = f"{prefix}unplaced"
         self._counts = f"{prefix}counts"
+        self._paused = f"{prefix}paused"
         self._prefix = prefix
 
     def key(self, *parts: str) -> str:
@@ -89,6 +94,13 @@ class RedisBackend(Backend):
 
     def _commands_key(self, identity: str) -> str:
         return self.key("commands", identity)
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise BackendError(f"Redis at {self.display_url}: {exc}") from exc
 
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -164,7 +176,7 @@ class RedisBackend(Backend):
         )
 
     def snapshot(self) -> GroupSnapshot:
-        _now_ms, version, av, members_raw, traits_raw, info_raw, counts_raw, assign_raw, unpl = (
+        now_ms, version, av, members_raw, traits_raw, info_raw, counts_raw, assign_raw, unpl = (
             self._run(
                 "snapshot",
                 [
@@ -217,6 +229,7 @@ class RedisBackend(Backend):
             counts=counts,
             assignment=assignment,
             unplaced=unplaced,
+            now=float(now_ms) / 1000.0,
         )
 
     def write_assignment(
@@ -261,7 +274,7 @@ class RedisBackend(Backend):
         mode, value = ("to", to) if to is not None else ("by", by)
         status, result = self._run(
             "set_count",
-            [self._counts, self._version],
+            [self._counts, self._version, self._paused],
             [job_id, mode, value, default, self.channel],
         )
         if status == -1:
@@ -280,11 +293,57 @@ class RedisBackend(Backend):
         try:
             with self.client.pipeline(transaction=True) as pipe:
                 pipe.hdel(self._counts, job_id)
+                pipe.hdel(self._paused, job_id)
                 pipe.incr(self._version)
                 pipe.publish(self.channel, "state")
                 pipe.execute()
         except redis.RedisError as exc:
             raise BackendError(f"Redis at {self.display_url}: {exc}") from exc
+
+    def pause(self, job_id: str, *, default: int) -> int | None:
+        status, value = self._run(
+            "pause", [self._counts, self._paused, self._version], [job_id, default, self.channel]
+        )
+        if status == -1:
+            raise CorruptStateError(
+                f"the worker count of job {job_id!r} stored in {self._counts} is {value!r}, not "
+                "a count, so it cannot be remembered; set it with process-balancer scale first"
+            )
+        return int(value) if status == 1 else None
+
+    def resume(self, job_id: str) -> int | None:
+        result = self._run(
+            "resume", [self._counts, self._paused, self._version], [job_id, self.channel]
+        )
+        if result[0] == -1:
+            raise CorruptStateError(
+                f"the count to resume job {job_id!r} with, stored in {self._paused}, is "
+                f"{result[1]!r}, not a count; set the count with process-balancer scale instead"
+            )
+        return int(result[1]) if result[0] == 1 else None
+
+    def paused_counts(self) -> dict[str, int]:
+        with self._errors():
+            raw = self.client.hgetall(self._paused)
+        counts: dict[str, int] = {}
+        for job_id, value in raw.items():
+            try:
+                counts[str(job_id)] = int(value)
+            except ValueError:
+                logger.error(
+                    "the count to resume job %r with, stored in %s, is %r, not a count; "
+                    "resume refuses it until the count is set with process-balancer scale",
+                    job_id,
+                    self._paused,
+                    value,
+                )
+        return counts
+
+    def unplaced(self) -> dict[str, list[int]]:
+        with self._errors():
+            raw = self.client.get(self._unplaced)
+        parsed = _parse_slots(str(raw or "{}"), self._unplaced)
+        return {job: list(indexes) for job, indexes in parsed.items()}
 
     # -- remote commands ---------------------------------------------------------------------
 
@@ -299,6 +358,24 @@ class RedisBackend(Backend):
             with contextlib.suppress(redis.RedisError):
                 self.client.publish(self.channel, f"command {identity}")
         return bool(queued)
+
+    def ack_command(self, identity: str, command_id: str, at: float) -> None:
+        key = self.key("acks", command_id)
+        with self._errors(), self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, identity, repr(at))
+            pipe.pexpire(key, ACK_TTL_MS)
+            pipe.execute()
+
+    def command_acks(self, command_id: str) -> dict[str, float]:
+        with self._errors():
+            raw = self.client.hgetall(self.key("acks", command_id))
+        acks: dict[str, float] = {}
+        for identity, at in raw.items():
+            try:
+                acks[str(identity)] = float(at)
+            except ValueError:
+                acks[str(identity)] = 0.0
+        return acks
 
     # -- worker locks ------------------------------------------------------------------------
 
@@ -373,32 +450,3 @@ class RedisBackend(Backend):
 
     def close(self) -> None:
         self.client.close()
-
-
-def _int(raw: Any, where: str) -> int:
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise CorruptStateError(f"{where} holds {raw!r}, expected an integer") from None
-
-
-def _loads_dict(raw: str, where: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise CorruptStateError(f"{where} holds unreadable data {raw[:80]!r}") from None
-    if not isinstance(value, dict):
-        raise CorruptStateError(f"{where} holds {raw[:80]!r}, expected a JSON object")
-    return value
-
-
-def _parse_slots(raw: str, where: str) -> dict[str, tuple[int, ...]]:
-    data = _loads_dict(raw, where)
-    slots: dict[str, tuple[int, ...]] = {}
-    for job_id, indexes in data.items():
-        if not isinstance(indexes, list) or not all(
-            isinstance(i, int) and not isinstance(i, bool) for i in indexes
-        ):
-            raise CorruptStateError(f"{where} lists {indexes!r} for job {job_id!r}")
-        slots[job_id] = tuple(indexes)
-    return slots

@@ -1,4 +1,4 @@
-"""The ``process-balancer`` command."""
+"""``process-balancer run``: this process joins the group and runs its share of the slots."""
 
 from __future__ import annotations
 
@@ -7,37 +7,16 @@ import sys
 
 import click
 
-from . import __version__
-from .backends import BackendError, open_backend
-from .config import ConfigError, load_config, resolve_job_classes
-from .loader import add_cwd_to_path, require
+from ..backends import BackendError, open_backend
+from ..config import ConfigError, load_config, resolve_job_classes
+from ..loader import add_cwd_to_path, require
+from .common import config_options, fail
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"
 
 
-def _fail(message: str) -> None:
-    click.echo(f"process-balancer: {message}", err=True)
-    sys.exit(2)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="process-balancer")
-def main() -> None:
-    """Run long-running, iterative jobs balanced across processes and hosts.
-
-    Start `process-balancer run` on every host: each process joins the group named by the
-    config's namespace, and every job's worker slots are spread over the live processes.
-    """
-
-
-@main.command()
-@click.option(
-    "-c",
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    help="Config file. Default: ./process_balancer.yml, then ./config/process_balancer.yml.",
-)
+@click.command()
+@config_options
 @click.option(
     "-r",
     "--require",
@@ -46,13 +25,6 @@ def main() -> None:
     metavar="MODULE_OR_PATH",
     help="Import a module, a .py file or a package directory before loading job classes. "
     "Repeatable.",
-)
-@click.option(
-    "-e",
-    "--environment",
-    "environment",
-    help="Environment section of the config to merge over `global` (default: $APP_ENV, "
-    "else development).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def run(
@@ -70,7 +42,8 @@ def run(
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr
     )
-    from .manager import Manager
+    from ..manager import Manager
+    from ..metrics import MetricsServerError
 
     try:
         add_cwd_to_path()
@@ -79,7 +52,7 @@ def run(
             require(target)
         job_classes = resolve_job_classes(settings)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if settings.config_file is None:
         logging.getLogger(__name__).warning(
             "no config file found (looked for ./process_balancer.yml and "
@@ -89,11 +62,11 @@ def run(
         backend = open_backend(settings.backend, settings.namespace)
         manager = Manager(settings, job_classes, backend)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         code = manager.run()
-    except BackendError as exc:
-        _fail(str(exc))
+    except (BackendError, MetricsServerError) as exc:
+        fail(str(exc))
     finally:
         backend.close()
     sys.exit(code)

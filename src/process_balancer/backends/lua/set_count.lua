@@ -1,5 +1,6 @@
 -- Set or change a job's worker count; refuses (writes nothing) when the result is negative.
--- KEYS: counts (hash), version
+-- A count set while the job is paused ends the pause: the operator's latest word wins.
+-- KEYS: counts (hash), version, paused (hash)
 -- ARGV: job id, 'to' or 'by', value, default count, channel
 -- Returns {status, value}: status 1 = stored (value = new count), 0 = would be negative
 -- (value = current count), -1 = the stored count is not an integer (value = what is stored).
@@ -23,6 +24,7 @@ if new < 0 then
   return {0, tostring(current)}
 end
 redis.call('HSET', KEYS[1], ARGV[1], new)
+redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('INCR', KEYS[2])
 redis.call('PUBLISH', ARGV[5], 'state')
 return {1, tostring(new)}

@@ -1,0 +1,179 @@
+"""The status document (see :mod:`process_balancer.status`) as rich tables."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+_STATE_STYLES = {"active": "green", "quiet": "yellow", "stopping": "red"}
+_SLOT_STYLES = {"running": "green", "stopping": "yellow", "backoff": "red", "idle": "dim"}
+
+
+def duration(seconds: float | None) -> str:
+    """``0.4s``, ``12s``, ``5m03s``, ``2h07m``, ``3d04h``."""
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def indexes(values: Sequence[int]) -> str:
+    """``0-3 7 9-10``: runs of consecutive indexes collapsed."""
+    parts: list[str] = []
+    start = previous = None
+    for value in sorted(values):
+        if previous is not None and value == previous + 1:
+            previous = value
+            continue
+        if start is not None:
+            parts.append(f"{start}-{previous}" if start != previous else f"{start}")
+        start = previous = value
+    if start is not None:
+        parts.append(f"{start}-{previous}" if start != previous else f"{start}")
+    return " ".join(parts)
+
+
+def _text(value: object, style: str = "") -> Text:
+    """A cell as literal text: identities like ``web:100:x`` and error messages must not be
+    read as emoji codes or console markup."""
+    return Text(str(value), style=style)
+
+
+def _per_job(slots: Mapping[str, Sequence[int]]) -> Text:
+    lines = [f"{job}: {indexes(idx)}" for job, idx in sorted(slots.items()) if idx]
+    return _text("\n".join(lines) or "-")
+
+
+def _started(started_at: float | None, now: float) -> str:
+    if started_at is None:
+        return "-"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started_at))
+    return f"{stamp} ({duration(now - started_at)} ago)"
+
+
+def _header(status: Mapping[str, Any]) -> Text:
+    processes = status["processes"]
+    active = sum(1 for p in processes if p["state"] == "active")
+    current = status["state_version"] == status["assignment_version"]
+    text = Text()
+    text.append(f"namespace {status['namespace']}", style="bold")
+    text.append(f" on {status['backend']}  ·  ")
+    text.append(f"{len(processes)} process{'es' if len(processes) != 1 else ''} ")
+    text.append(f"({active} active)  ·  {len(status['jobs'])} job(s)  ·  ")
+    text.append(f"assignment {status['assignment_version']}")
+    text.append(
+        " (current)" if current else " (being recomputed)", style=None if current else "yellow"
+    )
+    return text
+
+
+def processes_table(status: Mapping[str, Any]) -> Table:
+    now = status["generated_at"]
+    table = Table(title="Processes", title_justify="left", box=box.SIMPLE_HEAD)
+    for name in ("identity", "host", "pid", "started", "heartbeat", "state", "busy", "running"):
+        table.add_column(name, no_wrap=name in ("identity", "started"))
+    for proc in status["processes"]:
+        busy = sum(len(v) for v in proc["running"].values())
+        capacity = proc["capacity"] if proc["capacity"] is not None else "?"
+        table.add_row(
+            _text(proc["identity"]),
+            _text(proc["hostname"] or "?"),
+            _text(proc["pid"] if proc["pid"] is not None else "?"),
+            _text(_started(proc["started_at"], now)),
+            _text(f"{duration(proc['heartbeat_age'])} ago"),
+            _text(proc["state"], _STATE_STYLES.get(proc["state"], "")),
+            _text(f"{busy}/{capacity}"),
+            _per_job(proc["running"]),
+        )
+    return table
+
+
+def slots_table(status: Mapping[str, Any]) -> Table:
+    stuck_after = status["stuck_after"]
+    table = Table(title="Slots", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("job")
+    table.add_column("index", justify="right")
+    table.add_column("process", no_wrap=True)
+    table.add_column("state")
+    table.add_column("iterations", justify="right")
+    table.add_column("records", justify="right")
+    table.add_column("iteration", justify="right")
+    table.add_column("restarts", justify="right")
+    table.add_column("last error", overflow="fold")
+    rows = [(slot, proc["identity"]) for proc in status["processes"] for slot in proc["slots"]]
+    for slot, identity in sorted(rows, key=lambda r: (r[0]["job"], r[0]["index"], r[1])):
+        age = slot["iteration_age"]
+        if slot["stuck"]:
+            iteration = _text(f"{duration(age)} STUCK (> {duration(stuck_after)})", "bold red")
+        else:
+            iteration = _text(duration(age))
+        state = slot["state"] or "?"
+        table.add_row(
+            _text(slot["job"]),
+            _text(slot["index"]),
+            _text(identity),
+            _text(state, _SLOT_STYLES.get(state, "")),
+            _text(_count(slot["iterations"])),
+            _text(_count(slot["records"])),
+            iteration,
+            _text(slot["restarts"], "red" if slot["restarts"] else ""),
+            _text(slot["last_error"] or "", "red"),
+        )
+    return table
+
+
+def _count(value: int | None) -> str:
+    return f"{value:,}" if value is not None else "-"
+
+
+def jobs_table(status: Mapping[str, Any]) -> Table:
+    table = Table(title="Jobs", title_justify="left", box=box.SIMPLE_HEAD)
+    for name in ("job", "scheduled", "running", "unplaced", "stuck", "paused", "placement"):
+        justify = "right" if name in ("scheduled", "running") else "left"
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for job_id, job in status["jobs"].items():
+        scheduled, running = job["scheduled"], job["running"]
+        running_style = "" if running == scheduled else "yellow"
+        unplaced = indexes(job["unplaced"])
+        if job["processes"] == 0 and scheduled:
+            unplaced += " (no live process runs this job)"
+        stuck = " ".join(str(s["index"]) for s in job["stuck"])
+        placement = [f"{who} -> {indexes(idx)}" for who, idx in job["placement"].items()]
+        table.add_row(
+            _text(job_id),
+            _text(f"{scheduled} ({job['scheduled_from']})"),
+            _text(running, running_style),
+            _text(unplaced or "-", "red" if unplaced else ""),
+            _text(stuck or "-", "bold red" if stuck else ""),
+            _text(f"yes (resume to {job['resume_to']})" if job["paused"] else "no"),
+            _text("\n".join(placement) or "-"),
+        )
+    return table
+
+
+def render(status: Mapping[str, Any]) -> RenderableType:
+    """Header, then the processes, slots and jobs tables (those that have rows)."""
+    parts: list[RenderableType] = [_header(status)]
+    if status["processes"]:
+        parts.append(processes_table(status))
+    else:
+        parts.append(_text(f"\nno live processes in namespace {status['namespace']}\n"))
+    if any(p["slots"] for p in status["processes"]):
+        parts.append(slots_table(status))
+    if status["jobs"]:
+        parts.append(jobs_table(status))
+    return Group(*parts)

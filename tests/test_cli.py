@@ -1,0 +1,149 @@
+"""Argument, config and connection errors of the group commands: a clear line, exit 2 or 1."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from process_balancer.cli import main
+from support.cli import free_port, pb
+
+COMMANDS = [
+    ["status"],
+    ["status", "--json"],
+    ["scale", "q", "3"],
+    ["scale", "q", "--by", "1"],
+    ["pause", "q"],
+    ["resume", "q"],
+    ["quiet", "--all"],
+    ["stop", "h:1:x"],
+    ["dump", "--host", "h"],
+]
+
+
+@pytest.fixture
+def closed_url() -> str:
+    return f"redis://127.0.0.1:{free_port()}/0"
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a))
+def test_an_unreachable_backend_exits_1_with_one_clear_line(args: list[str]) -> None:
+    result = pb(*args, "--backend", f"redis://127.0.0.1:{free_port()}/0")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("process-balancer: cannot reach the backend: ")
+    assert "Connection refused" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["scale", "q"], "give either the new count N or --by K"),
+        (["scale", "q", "3", "--by", "1"], "give either the new count N or --by K"),
+        (["scale", "q", "-1"], "N must be 0 or more, got -1"),
+        (["scale", "q", "lots"], "N must be a whole number of workers, got 'lots'"),
+        (["scale", "q", "--bogus"], "no such option: --bogus"),
+        (["quiet"], "name at least one IDENTITY, or use --all or --host HOST"),
+        (["stop"], "name at least one IDENTITY, or use --all or --host HOST"),
+    ],
+)
+def test_bad_arguments_exit_2_before_the_backend_is_asked(
+    args: list[str], message: str, closed_url: str
+) -> None:
+    result = invoke(*args, "--backend", closed_url)
+    assert result.exit_code == 2
+    assert f"process-balancer: {message}" in result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["scale", "q", "--by", "x"],
+        ["status", "--watch", "0"],
+        ["status", "--stuck-after", "-1"],
+        ["quiet", "--all", "--wait", "-1"],
+        ["scale"],
+        ["pause"],
+    ],
+)
+def test_malformed_options_are_usage_errors(args: list[str], closed_url: str) -> None:
+    result = invoke(*args, "--backend", closed_url)
+    assert result.exit_code == 2
+    assert "Usage:" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backend", "ftp://host"], "--backend: unsupported backend URL 'ftp://host'"),
+        (["--namespace", "my app"], "--namespace: must be a non-empty string"),
+        (["-c", "/nonexistent/pb.yml"], "/nonexistent/pb.yml: no such file"),
+    ],
+)
+def test_a_bad_group_option_or_config_exits_2(args: list[str], message: str) -> None:
+    result = invoke("status", *args)
+    assert result.exit_code == 2
+    assert f"process-balancer: {message}" in result.stderr
+
+
+def test_a_bad_config_file_names_the_key(tmp_path) -> None:
+    config = tmp_path / "pb.yml"
+    config.write_text("global:\n  metrics_port: 70000\n")
+    result = invoke("status", "-c", str(config))
+    assert result.exit_code == 2
+    assert "global.metrics_port: must be a TCP port from 1 to 65535" in result.stderr
+
+
+def test_every_subcommand_has_help() -> None:
+    for name in ("run", "status", "scale", "pause", "resume", "quiet", "stop", "dump"):
+        result = invoke(name, "--help")
+        assert result.exit_code == 0, name
+        if name != "run":
+            assert "--backend URL" in result.output and "--namespace NAME" in result.output
+        assert "-c, --config" in result.output
+
+
+# -- against Redis, no processes ----------------------------------------------------------------
+
+
+def test_an_unknown_job_is_refused_unless_forced(redis_url: str, namespace: str) -> None:
+    group = ["--backend", redis_url, "--namespace", namespace]
+    result = invoke("scale", "nope", "3", *group)
+    assert result.exit_code == 2
+    assert "unknown job 'nope'" in result.stderr and "--force" in result.stderr
+    forced = invoke("scale", "nope", "3", "--force", *group)
+    assert forced.exit_code == 0
+    assert forced.stdout == "nope: 3 workers (was 1)\n"
+
+
+def test_a_change_below_zero_is_refused(redis_url: str, namespace: str) -> None:
+    group = ["--backend", redis_url, "--namespace", namespace]
+    invoke("scale", "q", "1", "--force", *group)
+    result = invoke("scale", "q", "--by", "-2", "--force", *group)
+    assert result.exit_code == 2
+    assert "cannot go below 0" in result.stderr
+    assert invoke("status", "--json", *group).exit_code == 0
+
+
+def test_resume_of_a_job_that_is_not_paused_is_an_error(redis_url: str, namespace: str) -> None:
+    result = invoke("resume", "q", "--backend", redis_url, "--namespace", namespace)
+    assert result.exit_code == 1
+    assert "job 'q' is not paused" in result.stderr
+
+
+def test_a_config_file_names_the_group_and_its_jobs(tmp_path, redis_url, namespace) -> None:
+    config = tmp_path / "pb.yml"
+    config.write_text(
+        f"global:\n  backend: {redis_url}\n  namespace: {namespace}\n"
+        "jobs:\n  q:\n    class: support.jobs:RecordingJob\n    workers: 2\n"
+    )
+    result = invoke("scale", "q", "--by", "3", "-c", str(config))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "q: 5 workers (was 2)\n"
