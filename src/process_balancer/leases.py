@@ -42,23 +42,29 @@ class Lease:
     fence: int
     lock_until: float  # monotonic: the lock itself certainly lives until then
     next_renew: float
-    deadline: float = 0.0  # min(lock_until, membership): the worker stops at this time
+    margin: float  # the holder is cut off this long before ``deadline``
+    on_lost: Callable[[], None] | None = None
+    deadline: float = 0.0  # min(lock_until, membership valid_until)
     lost: bool = False
     lost_reason: str = ""
     renew_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def valid(self) -> bool:
-        return not self.lost and time.monotonic() < self.deadline
-
 
 class LeaseKeeper:
-    """Renews every held lock before its TTL runs out, in one background thread per process.
+    """Keeps held worker locks alive and cuts their holders off before they could expire.
 
-    Renewing on a timer instead of after every record keeps the per-record cost of the
-    framework to a flag check and a clock read, whatever the record rate.
+    Two background threads per process. The *renewer* renews each lock every
+    ``renew_interval``; its calls may block on the network. The *watcher* never does I/O: it
+    recomputes each lease's deadline from the lock's last renewal and the process's
+    membership, and cuts the holder off ``margin`` before it. The worker only reads one flag
+    per record, which keeps the framework's per-record cost close to a bare loop; a holder
+    that wakes from a pause (SIGSTOP, a long GC) runs at most until the watcher gets the GIL
+    back, a few milliseconds, and fencing tokens cover that window.
     """
 
-    TICK = 0.1
+    WATCH_TICK = 0.05
+    RENEW_TICK = 0.1
+    MARGIN = 0.2
 
     def __init__(self, membership: Membership, on_lost: Callable[[Lease], None]) -> None:
         self._membership = membership
@@ -66,25 +72,44 @@ class LeaseKeeper:
         self._leases: set[Lease] = set()
         self._mutex = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pb-lease-keeper", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._watch, name="pb-lease-watcher", daemon=True),
+            threading.Thread(target=self._renew_loop, name="pb-lease-renewer", daemon=True),
+        ]
 
     def membership_valid(self) -> bool:
         return time.monotonic() < self._membership.valid_until
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=5)
 
-    def hold(self, driver: LockDriver, fence: int, acquired_at: float) -> Lease:
+    def hold(
+        self,
+        driver: LockDriver,
+        fence: int,
+        acquired_at: float,
+        on_lost: Callable[[], None] | None = None,
+    ) -> Lease:
         ttl = driver.ttl
         interval = driver.renew_interval
         lock_until = math.inf if ttl is None else acquired_at + ttl
         next_renew = math.inf if interval is None else acquired_at + interval
-        lease = Lease(driver=driver, fence=fence, lock_until=lock_until, next_renew=next_renew)
+        margin = self.MARGIN if ttl is None else min(self.MARGIN, ttl / 5)
+        lease = Lease(
+            driver=driver,
+            fence=fence,
+            lock_until=lock_until,
+            next_renew=next_renew,
+            margin=margin,
+            on_lost=on_lost,
+        )
         lease.deadline = min(lock_until, self._membership.valid_until)
         with self._mutex:
             self._leases.add(lease)
@@ -96,31 +121,48 @@ class LeaseKeeper:
 
     def refresh(self) -> None:
         """Recompute every deadline (after the membership deadline moved)."""
-        with self._mutex:
-            leases = list(self._leases)
         valid_until = self._membership.valid_until
-        for lease in leases:
+        for lease in self._held():
             lease.deadline = min(lease.lock_until, valid_until)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.TICK):
+    def _held(self) -> list[Lease]:
+        with self._mutex:
+            return list(self._leases)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.WATCH_TICK):
+            try:
+                self.check(time.monotonic())
+            except Exception:  # the watcher must never die: it is what cuts holders off
+                logger.exception("lease watcher: unexpected error; continuing")
+
+    def check(self, now: float) -> None:
+        """Cut off every holder whose lease is within its margin of the deadline."""
+        valid_until = self._membership.valid_until
+        for lease in self._held():
+            if lease.lost:
+                continue
+            lease.deadline = min(lease.lock_until, valid_until)
+            if now >= lease.deadline - lease.margin:
+                why = (
+                    "the process's membership could not be renewed in time"
+                    if valid_until <= lease.lock_until
+                    else "renewals failed until the lock was about to expire"
+                )
+                self._mark_lost(lease, why)
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.RENEW_TICK):
             now = time.monotonic()
-            with self._mutex:
-                leases = list(self._leases)
-            valid_until = self._membership.valid_until
-            for lease in leases:
-                if lease.lost:
-                    continue
-                if now >= lease.next_renew:
-                    self._renew(lease)
-                lease.deadline = min(lease.lock_until, valid_until)
-                if now >= lease.deadline and not lease.lost:
-                    why = (
-                        "membership could not be renewed in time"
-                        if valid_until <= lease.lock_until
-                        else "renewals failed until the lock expired"
-                    )
-                    self._mark_lost(lease, why)
+            for lease in self._held():
+                if not lease.lost and now >= lease.next_renew:
+                    try:
+                        self._renew(lease)
+                    except Exception:
+                        logger.exception(
+                            "renewing worker lock %s failed unexpectedly; retrying",
+                            lease.driver.context.name,
+                        )
 
     def _renew(self, lease: Lease) -> None:
         sent_at = time.monotonic()
@@ -145,7 +187,11 @@ class LeaseKeeper:
         lease.next_renew = math.inf if interval is None else sent_at + interval
 
     def _mark_lost(self, lease: Lease, why: str) -> None:
-        lease.lost = True
-        lease.lost_reason = why
-        lease.deadline = 0.0
+        with self._mutex:
+            if lease.lost:
+                return
+            lease.lost = True
+            lease.lost_reason = why
+        if lease.on_lost is not None:
+            lease.on_lost()
         self._on_lost(lease)

@@ -60,7 +60,8 @@ class Worker:
         self._on_exit = on_exit
         self._stop_event = threading.Event()
         self._wake = threading.Event()
-        self._halt = False
+        self._halt = False  # end the worker after the current iteration
+        self._cut = False  # end the current iteration at the next record boundary
         self.outcome: str | None = None
         self.error: str | None = None
         self.stop_reason = ""
@@ -87,6 +88,7 @@ class Worker:
         if not self._stop_event.is_set():
             self.stop_reason = reason
         self._halt = True
+        self._cut = True
         self._stop_event.set()
         self._wake.set()
 
@@ -171,11 +173,10 @@ class Worker:
             records = job.lock_records()
             if records is not None:
                 process = job.process_record
-                monotonic = time.monotonic
                 count = 0
                 try:
                     for record in records:
-                        if self._halt or lease.lost or monotonic() >= lease.deadline:
+                        if self._cut:
                             break
                         process(record)
                         count += 1
@@ -231,7 +232,11 @@ class Worker:
                     )
                     fence = None
                 if fence is not None:
-                    lease = self._keeper.hold(driver, fence, attempt_at)
+                    # Cleared before _halt is read, so a stop in between is never lost.
+                    self._cut = False
+                    if self._halt:
+                        self._cut = True
+                    lease = self._keeper.hold(driver, fence, attempt_at, self._cut_iteration)
                     if self._halt:
                         self._keeper.drop(lease)
                         self._release(lease)
@@ -253,6 +258,9 @@ class Worker:
         finally:
             if hint is not None:
                 self._notifier.unsubscribe(hint, self._wake)
+
+    def _cut_iteration(self) -> None:
+        self._cut = True
 
     def _release(self, lease: Lease) -> None:
         try:
