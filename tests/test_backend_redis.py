@@ -236,3 +236,10 @@ def test_unplaced_reads_the_stored_unplaced_slots(backend: RedisBackend) -> None
     version = backend.snapshot().version
     backend.write_assignment(version, {"a": {"j": (0,)}}, {"j": (1, 2)})
     assert backend.unplaced() == {"j": [1, 2]}
+
+
+def test_heartbeat_reports_the_soonest_deadline_of_another_member(backend: RedisBackend) -> None:
+    assert beat(backend, "a").next_expiry is None
+    beat(backend, "b", expiry=1.0)
+    result = beat(backend, "a", expiry=30.0)
+    assert result.next_expiry is not None and 0.5 < result.next_expiry <= 1.0

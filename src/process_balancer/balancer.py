@@ -62,8 +62,9 @@ def effective_counts(snapshot: GroupSnapshot) -> dict[str, int]:
     return counts
 
 
-def compute(snapshot: GroupSnapshot) -> Assignment:
-    members = [member_from_state(m) for m in snapshot.members]
+def compute(snapshot: GroupSnapshot, members: list[Member] | None = None) -> Assignment:
+    if members is None:
+        members = [member_from_state(m) for m in snapshot.members]
     return assign(members, effective_counts(snapshot), previous=snapshot.assignment)
 
 
@@ -76,13 +77,23 @@ def rebalance(backend: Backend) -> tuple[int, Assignment] | None:
     snapshot = backend.snapshot()
     if snapshot.version == snapshot.assignment_version:
         return None
-    result = compute(snapshot)
+    members = [member_from_state(m) for m in snapshot.members]
+    result = compute(snapshot, members)
     if not backend.write_assignment(snapshot.version, result.slots, result.unplaced):
         return None
     for job_id, indexes in sorted(result.unplaced.items()):
+        if not any(member.can_run(job_id) for member in members):
+            # Nobody can run the job at all: the group is stopping, or every process is quiet.
+            logger.info(
+                "job %s: no live, non-quiet process runs this job; its %d slot(s) wait for one",
+                job_id,
+                len(indexes),
+            )
+            continue
         logger.warning(
-            "job %s: %d slot(s) %s cannot be placed: no live, non-quiet process running this "
-            "job has spare capacity (max_threads); start more processes or lower the count",
+            "job %s: %d slot(s) %s cannot be placed: the live, non-quiet processes running "
+            "this job have no spare capacity (max_threads); start more processes, raise "
+            "max_threads or lower the count",
             job_id,
             len(indexes),
             list(indexes),

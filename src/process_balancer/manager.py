@@ -166,10 +166,14 @@ class Manager:
             self._wake.clear()
             timeout = self.settings.heartbeat_interval
             try:
-                next_restart = self._beat()
+                next_restart, next_expiry = self._beat()
                 failures = 0
                 if next_restart is not None:
                     timeout = min(timeout, next_restart)
+                if next_expiry is not None:
+                    # Beat again just after the soonest peer deadline: if that peer is dead,
+                    # this beat prunes it and its slots move at once.
+                    timeout = min(timeout, next_expiry + 0.01)
             except BackendError as exc:
                 failures += 1
                 timeout = min(self.settings.heartbeat_interval, 0.1 * 2**failures)
@@ -199,7 +203,8 @@ class Manager:
         self._leave()
         return 0
 
-    def _beat(self) -> float | None:
+    def _beat(self) -> tuple[float | None, float | None]:
+        """One heartbeat; returns (seconds to the next worker restart, to the next expiry)."""
         sent_at = time.monotonic()
         result = self.backend.heartbeat(
             self.identity,
@@ -252,7 +257,7 @@ class Manager:
             if self._quiet
             else ("slot moved to another process")
         )
-        return self.supervisor.reconcile(desired, why_stop=why)
+        return self.supervisor.reconcile(desired, why_stop=why), result.next_expiry
 
     def _rebalance(self) -> None:
         try:

@@ -37,6 +37,9 @@ class HeartbeatResult:
     #: this member's slots (job -> indexes) when the assignment changed since ``seen``, else None
     slots: dict[str, tuple[int, ...]] | None
     commands: list[dict[str, Any]] = field(default_factory=list)
+    #: seconds until the soonest heartbeat deadline of another member (None: no other member),
+    #: so a crashed peer is pruned right when it expires, not up to an interval later
+    next_expiry: float | None = None
 
 
 @dataclass(frozen=True)

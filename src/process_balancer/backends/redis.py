@@ -119,7 +119,7 @@ class RedisBackend(Backend):
         expiry: float,
         seen_assignment_version: int,
     ) -> HeartbeatResult:
-        joined, changed, version, av, slots_raw, commands_raw = self._run(
+        joined, changed, version, av, slots_raw, commands_raw, next_expiry_ms = self._run(
             "heartbeat",
             [
                 self._members,
@@ -160,6 +160,7 @@ class RedisBackend(Backend):
             assignment_version=_int(av, self._assignment_version),
             slots=slots,
             commands=commands,
+            next_expiry=None if int(next_expiry_ms) < 0 else int(next_expiry_ms) / 1000.0,
         )
 
     def leave(self, identity: str) -> None:

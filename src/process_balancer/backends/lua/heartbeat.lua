@@ -52,4 +52,13 @@ local commands = redis.call('LRANGE', KEYS[7], 0, -1)
 if #commands > 0 then
   redis.call('DEL', KEYS[7])
 end
-return {joined, changed, version, av, slots, commands}
+-- The soonest deadline of another member: the caller wakes then to prune it if it is dead.
+local next_expiry = -1
+local soonest = redis.call('ZRANGE', KEYS[1], 0, 1, 'WITHSCORES')
+for i = 1, #soonest, 2 do
+  if soonest[i] ~= identity then
+    next_expiry = math.max(0, tonumber(soonest[i + 1]) - now)
+    break
+  end
+end
+return {joined, changed, version, av, slots, commands, next_expiry}
