@@ -34,15 +34,40 @@ def redis_url() -> str:
 
 
 @pytest.fixture
-def namespace(redis_url: str) -> Iterator[str]:
-    """A key namespace no other test uses; its keys are deleted afterwards."""
+def namespace() -> Iterator[str]:
+    """A namespace no other test uses; its Redis keys are deleted afterwards."""
     ns = f"pbtest-{uuid.uuid4().hex[:12]}"
     yield ns
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{ns}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    if _redis_available():
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=f"{ns}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+#: Every coordination backend the multi-process and contract tests run on. A test that only
+#: makes sense on some of them says so with ``@pytest.mark.backends("redis", ...)``.
+BACKEND_KINDS = ["redis"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend_kind" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("backends")
+        kinds = [k for k in BACKEND_KINDS if marker is None or k in marker.args]
+        metafunc.parametrize("backend_kind", kinds)
+
+
+@pytest.fixture
+def redis_backend_url(redis_url: str) -> str:
+    return redis_url
+
+
+@pytest.fixture
+def backend_url(backend_kind: str, request: pytest.FixtureRequest) -> str:
+    """The URL of this test's group on the backend under test (see BACKEND_KINDS)."""
+    url: str = request.getfixturevalue(f"{backend_kind}_backend_url")
+    return url
 
 
 @pytest.fixture
@@ -53,24 +78,24 @@ def rclient(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def iteration_log(rclient: redis.Redis, namespace: str) -> IterationLog:
-    return IterationLog(rclient, f"{namespace}:testlog")
+def iteration_log(tmp_path: Path) -> IterationLog:
+    return IterationLog(tmp_path / "iterations.jsonl")
 
 
 @pytest.fixture
 def group_config(
-    tmp_path: Path, redis_url: str, namespace: str, iteration_log: IterationLog
+    tmp_path: Path, backend_url: str, namespace: str, iteration_log: IterationLog
 ) -> Callable[..., Path]:
-    """Write a config for this test's group; jobs get the log key and Redis URL as options."""
+    """Write a config for this test's group on the backend under test; jobs get the path of
+    the iteration log as an option."""
 
     def make(
         jobs: dict[str, dict[str, Any]], name: str = "process_balancer.yml", **settings: Any
     ) -> Path:
         for job in jobs.values():
-            job.setdefault("redis_url", redis_url)
-            job.setdefault("log_key", iteration_log.key)
+            job.setdefault("log_path", str(iteration_log.path))
         return write_config(
-            tmp_path / name, backend=redis_url, namespace=namespace, jobs=jobs, **settings
+            tmp_path / name, backend=backend_url, namespace=namespace, jobs=jobs, **settings
         )
 
     return make

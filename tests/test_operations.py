@@ -166,12 +166,12 @@ def test_scale_refuses_negative_results_and_unknown_jobs(group_config, spawn, na
 
 
 def test_a_job_a_live_process_advertises_is_known_without_a_config(
-    group_config, spawn, redis_url, namespace
+    group_config, spawn, backend_url, namespace
 ) -> None:
     config = group_config({"q": {**JOB, "workers": 1}})
     spawn(config, "a")
     wait_until(lambda: running(config) == 1, 15, message="1 running")
-    result = pb("scale", "q", "--by", "1", "--backend", redis_url, "--namespace", namespace)
+    result = pb("scale", "q", "--by", "1", "--backend", backend_url, "--namespace", namespace)
     assert (result.returncode, result.stdout) == (0, "q: 2 workers (was 1)\n")
 
 

@@ -49,8 +49,8 @@ def loads(log: IterationLog, window: float = 0.6) -> list[int]:
 
 
 @pytest.fixture
-def client(redis_url: str, namespace: str):
-    c = process_balancer.configure(backend=redis_url, namespace=namespace)
+def client(backend_url: str, namespace: str):
+    c = process_balancer.configure(backend=backend_url, namespace=namespace)
     yield c
 
 
@@ -186,6 +186,7 @@ def test_job_exceptions_keep_the_process_alive_and_back_off(
     assert "RuntimeError: boom from FailingJob" in a.log()
 
 
+@pytest.mark.backends("redis")
 def test_lost_lock_stops_the_iteration_and_unlock_records_runs(
     group_config, spawn, iteration_log, rclient, namespace
 ) -> None:
@@ -311,8 +312,7 @@ def test_a_stalled_backend_stops_iterations_before_anyone_could_take_over(
                 "workers": 1,
                 "records": 1000,
                 "record_time": 0.05,
-                "redis_url": redis_url,
-                "log_key": iteration_log.key,
+                "log_path": str(iteration_log.path),
             }
         },
     )

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 import yaml
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
@@ -99,14 +98,18 @@ class Interval:
 
 @dataclass
 class IterationLog:
-    """The per-iteration events the test jobs push to one Redis list."""
+    """The per-iteration events the test jobs append to one file."""
 
-    client: redis.Redis
-    key: str
+    path: Path
     dead: dict[int, float] = field(default_factory=dict)
 
     def events(self) -> list[dict[str, Any]]:
-        return [json.loads(raw) for raw in self.client.lrange(self.key, 0, -1)]
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return []
+        # The last line may be mid-write; only complete lines count.
+        return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
 
     def intervals(self) -> list[Interval]:
         opened: dict[str, dict[str, Any]] = {}

@@ -1,4 +1,4 @@
-"""Job classes used by the integration tests; they log every iteration to Redis.
+"""Job classes used by the integration tests; they log every iteration to a file.
 
 Each iteration pushes a ``start`` event when it has claimed its records (worker lock held)
 and an ``end`` event when ``unlock_records`` runs, so tests can rebuild the interval during
@@ -13,18 +13,7 @@ import time
 import uuid
 from typing import Any
 
-import redis
-
 import process_balancer
-
-_clients: dict[str, redis.Redis] = {}
-
-
-def _redis(url: str) -> redis.Redis:
-    client = _clients.get(url)
-    if client is None:
-        client = _clients[url] = redis.Redis.from_url(url, decode_responses=True)
-    return client
 
 
 class RecordingJob(process_balancer.Base):
@@ -40,7 +29,13 @@ class RecordingJob(process_balancer.Base):
             "fence": self.fencing_token,
             **fields,
         }
-        _redis(self.options["redis_url"]).rpush(self.options["log_key"], json.dumps(entry))
+        # One short line per O_APPEND write: lines from several processes never interleave.
+        line = (json.dumps(entry) + "\n").encode()
+        fd = os.open(self.options["log_path"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
 
     def lock_records(self) -> list[int]:
         self._iteration = uuid.uuid4().hex
