@@ -45,6 +45,7 @@ import redis
 import yaml
 
 from process_balancer import defaults
+from process_balancer.backends import open_backend, redact_url
 
 BENCH_DIR = Path(__file__).resolve().parent
 JOB_ID = "bench"
@@ -167,9 +168,13 @@ class Event:
 class Group:
     """The processes of one run, the iteration log they write and the queries over it."""
 
-    def __init__(self, client: redis.Redis, url: str, workdir: Path) -> None:
+    def __init__(
+        self, client: redis.Redis, url: str, workdir: Path, backend: str | None = None
+    ) -> None:
         self.client = client
         self.namespace = f"pbbench-rebalance-{uuid.uuid4().hex[:10]}"
+        # The processes' coordination backend when it is not the log's Redis (--backend).
+        self.backend = open_backend(backend, self.namespace) if backend else None
         self.log_key = f"{self.namespace}:bench-iterations"
         self.workdir = workdir
         self.events: list[dict[str, Any]] = []
@@ -180,7 +185,7 @@ class Group:
         # Only what a job needs: heartbeat_interval, process_expiry, max_threads,
         # shutdown_timeout and the lock settings keep their defaults.
         config = {
-            "global": {"backend": url, "namespace": self.namespace},
+            "global": {"backend": backend or url, "namespace": self.namespace},
             "jobs": {
                 JOB_ID: {
                     "class": "rebalance_jobs:TimedIterationJob",
@@ -204,9 +209,17 @@ class Group:
         raw = self.client.lrange(self.log_key, len(self.events), -1)
         self.events.extend(json.loads(item) for item in raw)
         now = time.time()
-        members = self.client.zrange(f"{self.namespace}:members", 0, -1, withscores=True)
+        if self.backend is not None:
+            members = [(m.identity, m.deadline * 1000) for m in self.backend.snapshot().members]
+        else:
+            members = [
+                (identity.decode(), deadline_ms)
+                for identity, deadline_ms in self.client.zrange(
+                    f"{self.namespace}:members", 0, -1, withscores=True
+                )
+            ]
         for identity, deadline_ms in members:
-            parts = identity.decode().rsplit(":", 2)
+            parts = identity.rsplit(":", 2)
             if len(parts) == 3 and parts[1].isdigit():
                 pid = int(parts[1])
                 self.first_heartbeat.setdefault(pid, now)
@@ -298,6 +311,8 @@ class Group:
         return sorted(result, key=lambda i: (i.slot, i.start))
 
     def cleanup(self) -> int:
+        if self.backend is not None:
+            self.backend.close()
         keys = list(self.client.scan_iter(match=f"{self.namespace}:*", count=1000))
         if keys:
             self.client.delete(*keys)
@@ -387,7 +402,7 @@ def run_once(
     client: redis.Redis, url: str, args: argparse.Namespace, keep: Path | None
 ) -> tuple[list[Event], list[str]]:
     workdir = Path(tempfile.mkdtemp(prefix="pbbench-rebalance-"))
-    group = Group(client, url, workdir)
+    group = Group(client, url, workdir, args.backend)
     events: list[Event] = []
     notes: list[str] = []
     phases: list[tuple[str, float, Event | None]] = []
@@ -618,6 +633,11 @@ def main() -> None:
     parser.add_argument(
         "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     )
+    parser.add_argument(
+        "--backend",
+        help="coordination backend URL of the processes, e.g. postgresql://...?schema=pbbench "
+        "(default: the Redis of --redis-url); the iteration log stays in that Redis",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs of every scenario")
     parser.add_argument(
         "--observe",
@@ -643,7 +663,8 @@ def main() -> None:
     client.ping()
     print(
         f"Slot handoff between real processes: job with {WORKERS} workers, iterations of "
-        f"{RECORDS} records x {RECORD_TIME} s, 2 processes, Redis at {args.redis_url}"
+        f"{RECORDS} records x {RECORD_TIME} s, 2 processes, backend "
+        f"{redact_url(args.backend or args.redis_url)}"
     )
     print(
         f"Default settings (nothing set in the config): heartbeat_interval "

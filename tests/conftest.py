@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from support.harness import IterationLog, Process, write_config
 REDIS_URL = os.environ.get("PB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+@functools.cache
 def _redis_available() -> bool:
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
@@ -48,7 +50,7 @@ def namespace() -> Iterator[str]:
 
 #: Every coordination backend the multi-process and contract tests run on. A test that only
 #: makes sense on some of them says so with ``@pytest.mark.backends("redis", ...)``.
-BACKEND_KINDS = ["redis"]
+BACKEND_KINDS = ["redis", "sqlite", "postgresql"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -61,6 +63,86 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def redis_backend_url(redis_url: str) -> str:
     return redis_url
+
+
+@pytest.fixture
+def sqlite_backend_url(tmp_path: Path) -> str:
+    """A SQLite coordination file of this test's own (``sqlite:////absolute/path``)."""
+    return f"sqlite:///{tmp_path / 'coordination.sqlite3'}"
+
+
+POSTGRES_URL = os.environ.get("PB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_problem() -> str | None:
+    import psycopg
+
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        return " ".join(str(exc).split())
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The PostgreSQL server the tests use (database ``test``)."""
+    problem = _postgres_problem()
+    if problem is not None:
+        reason = f"PostgreSQL is not reachable at {POSTGRES_URL}: {problem}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI requires it)")
+        pytest.skip(reason)
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_schema(postgres_url: str) -> Iterator[str]:
+    """A schema name no other test uses; the schema is dropped (CASCADE) afterwards."""
+    import psycopg
+
+    schema = f"pbt_{uuid.uuid4().hex[:12]}"
+    yield schema
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '20s'")
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def postgresql_backend_url(postgres_url: str, postgres_schema: str) -> str:
+    """The test database with a schema of this test's own (``?schema=pbt_...``)."""
+    return f"{postgres_url}?schema={postgres_schema}"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which servers the run reaches: tests of an unreachable one are skipped (failed in CI)."""
+    missing = "fail (CI=true)" if os.environ.get("CI") else "are skipped"
+    redis_state = "reachable" if _redis_available() else f"NOT reachable: its tests {missing}"
+    postgres_problem = _postgres_problem()
+    postgres_state = (
+        "reachable"
+        if postgres_problem is None
+        else f"NOT reachable ({postgres_problem}): its tests {missing}"
+    )
+    return [
+        f"backends under test: {', '.join(BACKEND_KINDS)}; sqlite is built in (a file per test)",
+        f"Redis at {REDIS_URL} (PB_TEST_REDIS_URL): {redis_state}",
+        f"PostgreSQL at {POSTGRES_URL} (PB_TEST_POSTGRES_URL): {postgres_state}",
+    ]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Fold the skips of every test that needs one unreachable server into one summary line
+    (pytest would list each test's own location)."""
+    report = yield
+    if report.skipped and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2])
+        if " is not reachable at " in reason:
+            report.longrepr = (__file__, None, reason)
+    return report
 
 
 @pytest.fixture

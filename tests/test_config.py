@@ -418,7 +418,8 @@ def test_every_problem_in_a_file_is_reported_at_once(write: Callable[..., Path])
 
 @pytest.mark.parametrize("scheme", sorted(BACKEND_SCHEMES))
 def test_each_accepted_scheme_is_a_valid_backend(write: Callable[..., Path], scheme: str) -> None:
-    url = f"{scheme}:///tmp/redis.sock" if scheme == "unix" else f"{scheme}://h:6380/1"
+    local = {"unix": "unix:///tmp/redis.sock", "sqlite": "sqlite:///pb.sqlite3"}
+    url = local.get(scheme, f"{scheme}://h:6380/1")
     assert load(write(f"global:\n  backend: {url}\n")).backend == url
 
 
@@ -427,7 +428,8 @@ def test_a_backend_with_another_scheme_lists_the_accepted_ones(
 ) -> None:
     problem = one_problem(write("global:\n  backend: http://localhost:6379\n"))
     assert "global.backend: unsupported backend URL 'http://localhost:6379'" in problem
-    assert "redis://, rediss://, unix://" in problem
+    for scheme in ("redis://", "rediss://", "unix://", "sqlite://"):
+        assert scheme in problem
 
 
 def test_a_password_in_a_bad_backend_url_is_not_echoed(write: Callable[..., Path]) -> None:
@@ -440,7 +442,29 @@ def test_backend_falls_back_to_redis_url_then_to_the_default(
 ) -> None:
     path = write("")
     assert load(path, environ={"REDIS_URL": "redis://other:1/2"}).backend == "redis://other:1/2"
-    assert load(path).backend == defaults.BACKEND_URL
+    assert load(path).backend == defaults.BACKEND_URL == "sqlite:///process_balancer.sqlite3"
+
+
+@pytest.mark.parametrize("url", ["sqlite:///state/pb.sqlite3", "sqlite:////var/lib/pb.sqlite3"])
+def test_a_sqlite_url_names_a_relative_or_absolute_file(
+    write: Callable[..., Path], url: str
+) -> None:
+    assert load(write(f"global:\n  backend: {url}\n")).backend == url
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite://otherhost/pb.sqlite3", "has no host"),
+        ("sqlite:///", "needs a file path"),
+        ("sqlite:///:memory:", "name a file"),
+    ],
+)
+def test_a_sqlite_url_without_a_local_file_is_refused(
+    write: Callable[..., Path], url: str, message: str
+) -> None:
+    problem = one_problem(write(f"global:\n  backend: '{url}'\n"))
+    assert "global.backend: " in problem and message in problem
 
 
 def test_a_bad_redis_url_variable_is_reported(write: Callable[..., Path]) -> None:

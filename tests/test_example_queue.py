@@ -401,3 +401,50 @@ def test_a_paused_holder_lands_no_write_after_a_peer_took_its_slot_over(
         runner.send(signal.SIGTERM)
     for runner in runners:
         assert runner.wait(40) == 0, runner.log()
+
+
+def test_the_postgresql_only_config_drains_the_queue_with_advisory_locks(
+    db: psycopg.Connection[Any],
+    database_url: str,
+    spawn: Callable[..., Process],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given two runners of examples/queue/process_balancer.postgres.yml, whose backend and queue
+    # are both DATABASE_URL, and no rows yet
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    config = EXAMPLE / "process_balancer.postgres.yml"
+    runners = [spawn(config, name, "-r", str(EXAMPLE / "jobs.py")) for name in ("a", "b")]
+    client = Client(settings_from(backend=database_url, namespace="queue_example"))
+    try:
+        wait_until(
+            lambda: _running_workers(client, runners) == [2, 2],
+            timeout=30,
+            interval=0.1,
+            message="both runners to run two workers each",
+        )
+    finally:
+        client.close()
+
+    # When 3,000 rows are queued
+    fill = run_example("fill.py", "--rows", "3000", "--database-url", database_url)
+    assert fill.returncode == 0, fill.stderr
+
+    # Then they are drained, every row done by exactly one write, by both processes
+    wait_until(lambda: _drained(db, 3000), timeout=60, interval=0.2, message="queue drained")
+    rows = db.execute("SELECT process_count, processed_pid FROM queue_records").fetchall()
+    assert all(count == 1 for count, _ in rows)
+    assert {pid for _, pid in rows} == {runner.pid for runner in runners}
+    # under advisory locks, whose fencing counters live beside the backend's tables
+    fences = db.execute(
+        "SELECT count(*) FROM process_balancer.pb_advisory_fences WHERE fence > 0"
+    ).fetchone()
+    assert fences == (4,)
+    logs = "".join(runner.log() for runner in runners)
+    assert "created the process-balancer tables in schema 'process_balancer'" in logs
+
+    # And both runners stop cleanly on SIGTERM
+    for runner in runners:
+        runner.send(signal.SIGTERM)
+    for runner in runners:
+        assert runner.wait(40) == 0, runner.log()
+        assert "Traceback" not in runner.log()

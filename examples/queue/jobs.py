@@ -218,3 +218,11 @@ class ProcessQueue(process_balancer.Base):
             claimed = [QueueRecord(*row) for row in conn.execute(CLAIM_SQL, params)]
         # RETURNING gives no order; claim order is id order.
         return sorted(adopted + claimed)
+
+
+class ProcessQueueAdvisory(ProcessQueue):
+    """The same job guarded by a PostgreSQL advisory lock per worker index instead of the
+    coordination backend's lease lock: with a ``postgresql://`` backend the whole example runs
+    on nothing but PostgreSQL (see process_balancer.postgres.yml)."""
+
+    lock_driver = "advisory_lock"

@@ -223,7 +223,8 @@ def configure(
     """Point the module-level functions at a group.
 
     From a config file as ``process-balancer run -c`` reads it, or from a backend URL and
-    namespace; with neither, from ``REDIS_URL`` and the default namespace.
+    namespace; with neither, from ``REDIS_URL``, else the runner's default SQLite file
+    (``./process_balancer.sqlite3``), and the default namespace.
     """
     global _client
     if config_file is not None:

@@ -39,7 +39,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: URL schemes a ``backend`` may use.
-BACKEND_SCHEMES = frozenset({"redis", "rediss", "unix"})
+BACKEND_SCHEMES = frozenset({"redis", "rediss", "unix", "sqlite", "postgresql", "postgres"})
 
 TOP_LEVEL_KEYS = ("global", "environments", "jobs")
 SETTINGS_KEYS = (
@@ -165,6 +165,13 @@ def _backend(value: object) -> str:
         raise _Invalid(f"invalid port in backend URL {_redact(value)!r}") from None
     if parts.scheme.lower() == "unix" and not parts.path:
         raise _Invalid(f"a unix:// backend URL needs a socket path, got {_redact(value)!r}")
+    if parts.scheme.lower() == "sqlite":
+        from .backends.sqlite_connection import sqlite_path
+
+        try:
+            sqlite_path(value)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
     return value
 
 
@@ -427,7 +434,8 @@ def settings_from(
 ) -> Settings:
     """Settings without a config file, validated like a file's ``global`` section.
 
-    Arguments left at None take their defaults (``backend`` falls back to ``REDIS_URL``).
+    Arguments left at None take their defaults (``backend`` falls back to ``REDIS_URL``, then
+    to :data:`defaults.BACKEND_URL`, a SQLite file in the working directory).
     """
     environ = os.environ if environ is None else environ
     for key in overrides:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 #: Key prefix for everything the runner writes to a backend.
 NAMESPACE = "process_balancer"
-#: Backend used when neither the config nor ``configure()`` names one and REDIS_URL is unset.
-BACKEND_URL = "redis://127.0.0.1:6379/0"
+#: Backend used when neither the config nor ``configure()`` names one and REDIS_URL is unset:
+#: a SQLite file in the working directory, so trying the runner needs no server. It serves
+#: the processes of one host; groups spanning hosts name a Redis or PostgreSQL backend.
+BACKEND_URL = "sqlite:///process_balancer.sqlite3"
 
 #: Worker capacity of one process: at most this many slots run in it at once.
 MAX_THREADS = 10

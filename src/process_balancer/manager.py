@@ -81,6 +81,8 @@ class Manager:
             job_id: resolve_driver(entry.job_class.lock_driver, job_id=job_id)
             for job_id, entry in self.jobs.items()
         }
+        for job_id, driver in self._drivers.items():
+            driver.check(job_id, self.jobs[job_id].config.options, backend)
         self._handle_signals = handle_signals
         self._wake = threading.Event()
         self._listener_stop = threading.Event()
@@ -167,6 +169,8 @@ class Manager:
             timeout = self.settings.heartbeat_interval
             try:
                 next_restart, next_expiry = self._beat()
+                if failures:
+                    logger.info("the backend answers again after %d failed heartbeat(s)", failures)
                 failures = 0
                 if next_restart is not None:
                     timeout = min(timeout, next_restart)
@@ -177,13 +181,16 @@ class Manager:
             except BackendError as exc:
                 failures += 1
                 timeout = min(self.settings.heartbeat_interval, 0.1 * 2**failures)
-                logger.warning(
-                    "heartbeat failed (%s); retrying in %.1fs, running iterations stop in %.1fs "
-                    "unless it succeeds",
-                    exc,
-                    timeout,
-                    max(0.0, self.membership.valid_until - time.monotonic()),
-                )
+                if not self._joined_once:
+                    self._report_unreachable(exc, failures)
+                else:
+                    logger.warning(
+                        "heartbeat failed (%s); retrying in %.1fs, running iterations stop in "
+                        "%.1fs unless it succeeds",
+                        exc,
+                        timeout,
+                        max(0.0, self.membership.valid_until - time.monotonic()),
+                    )
             if self._stopping:
                 alive = self.supervisor.alive()
                 if not alive:
@@ -202,6 +209,18 @@ class Manager:
             self._wake.wait(timeout)
         self._leave()
         return 0
+
+    def _report_unreachable(self, exc: BackendError, failures: int) -> None:
+        """Say plainly, once and then every 30 attempts, that the backend cannot be reached
+        before this process ever joined: nothing runs until it answers."""
+        if failures == 1 or failures % 30 == 0:
+            logger.warning(
+                "cannot reach %s; retrying every %gs until it answers (attempt %d); no job runs "
+                "before this process has joined the group",
+                str(exc).rstrip(". "),
+                self.settings.heartbeat_interval,
+                failures,
+            )
 
     def _beat(self) -> tuple[float | None, float | None]:
         """One heartbeat; returns (seconds to the next worker restart, to the next expiry)."""
@@ -321,6 +340,7 @@ class Manager:
             worker_index=index,
             holder=self.identity,
             ttl=entry.config.runtime_lock_timeout,
+            options=entry.config.options,
         )
         return WorkerSpec(
             job_id=job_id,

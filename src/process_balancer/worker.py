@@ -208,6 +208,7 @@ class Worker:
         delay = ACQUIRE_RETRY_MIN
         if hint is not None:
             self._notifier.subscribe(hint, self._wake)
+        held = False
         try:
             while not self._halt:
                 self._wake.clear()
@@ -237,6 +238,7 @@ class Worker:
                     if self._halt:
                         self._cut = True
                     lease = self._keeper.hold(driver, fence, attempt_at, self._cut_iteration)
+                    held = True
                     if self._halt:
                         self._keeper.drop(lease)
                         self._release(lease)
@@ -258,6 +260,8 @@ class Worker:
         finally:
             if hint is not None:
                 self._notifier.unsubscribe(hint, self._wake)
+            if not held:
+                driver.close()
 
     def _cut_iteration(self) -> None:
         self._cut = True
@@ -273,3 +277,5 @@ class Worker:
                 self.spec.worker_index,
                 exc,
             )
+        finally:
+            lease.driver.close()

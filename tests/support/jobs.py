@@ -70,3 +70,9 @@ class AbortingJob(RecordingJob):
     def unlock_records(self) -> None:
         super().unlock_records()
         self.status_abort()
+
+
+class AdvisoryRecordingJob(RecordingJob):
+    """RecordingJob guarded by the ``advisory_lock`` driver (PostgreSQL advisory locks)."""
+
+    lock_driver = "advisory_lock"

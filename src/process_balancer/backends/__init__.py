@@ -29,12 +29,27 @@ __all__ = [
 
 
 def open_backend(url: str, namespace: str) -> Backend:
-    """The backend for ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
+    """The backend for ``url`` (``redis://``, ``rediss://``, ``unix://``, ``sqlite:///`` or
+    ``postgresql://``)."""
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("redis", "rediss", "unix"):
         from .redis import RedisBackend
 
         return RedisBackend(url, namespace)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from .postgres import PostgresBackend
+        except ImportError as exc:
+            raise ValueError(
+                f"the PostgreSQL backend needs psycopg 3 ({exc}): "
+                "pip install 'process-balancer[postgres]'"
+            ) from None
+        return PostgresBackend(url, namespace)
+    if scheme == "sqlite":
+        from .sqlite import SQLiteBackend
+
+        return SQLiteBackend(url, namespace)
     raise ValueError(
-        f"unsupported backend URL {redact_url(url)!r}: use redis://, rediss:// or unix://"
+        f"unsupported backend URL {redact_url(url)!r}: use redis://, rediss://, unix://, "
+        "sqlite:/// or postgresql://"
     )

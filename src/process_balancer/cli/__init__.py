@@ -6,9 +6,11 @@ import click
 
 from .. import __version__
 from .control import dump, quiet, stop
+from .migrate import migrate
 from .run import run
 from .scale import pause, resume, scale
 from .status import status
+from .web import web
 
 __all__ = ["main"]
 
@@ -24,5 +26,5 @@ def main() -> None:
     """
 
 
-for _command in (run, status, scale, pause, resume, quiet, stop, dump):
+for _command in (run, status, scale, pause, resume, quiet, stop, dump, web, migrate):
     main.add_command(_command)

@@ -74,8 +74,9 @@ def load_settings(
     backend_url: str | None,
     namespace: str | None,
 ) -> Settings:
-    """The config (``-c``, else the default locations, else defaults and ``REDIS_URL``) with
-    ``--backend`` / ``--namespace`` over it. Exits 2 with the problems on a bad config."""
+    """The config (``-c``, else the default locations, else defaults: ``REDIS_URL``, else the
+    default SQLite file) with ``--backend`` / ``--namespace`` over it. Exits 2 with the
+    problems on a bad config."""
     try:
         settings = load_config(config_file, env=environment)
     except ConfigError as exc:
@@ -121,6 +122,8 @@ def with_client(func: Callable[..., Any]) -> Callable[..., Any]:
             client = Client(settings)
         except ValueError as exc:
             fail(_one_line(str(exc)))
+        except BackendError as exc:
+            fail(_one_line(str(exc)), EXIT_FAILED)
         try:
             with backend_errors():
                 return func(client, **kwargs)

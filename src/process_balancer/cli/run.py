@@ -7,7 +7,9 @@ import sys
 
 import click
 
+from .. import defaults
 from ..backends import BackendError, open_backend
+from ..backends.sqlite import SQLiteBackend, single_host_notice
 from ..config import ConfigError, load_config, resolve_job_classes
 from ..loader import add_cwd_to_path, require
 from .common import config_options, fail
@@ -61,8 +63,12 @@ def run(
     try:
         backend = open_backend(settings.backend, settings.namespace)
         manager = Manager(settings, job_classes, backend)
-    except ValueError as exc:
+    except (ValueError, BackendError) as exc:
         fail(str(exc))
+    if isinstance(backend, SQLiteBackend):
+        logging.getLogger(__name__).info(
+            single_host_notice(settings.backend, default=settings.backend == defaults.BACKEND_URL)
+        )
     try:
         code = manager.run()
     except (BackendError, MetricsServerError) as exc:

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from .advisory import AdvisoryLock
 from .base import LockContext, LockDriver
 from .simple_redis import SimpleRedisLock
 
-__all__ = ["BUILTIN_DRIVERS", "LockContext", "LockDriver", "SimpleRedisLock", "resolve_driver"]
+__all__ = [
+    "BUILTIN_DRIVERS",
+    "AdvisoryLock",
+    "LockContext",
+    "LockDriver",
+    "SimpleRedisLock",
+    "resolve_driver",
+]
 
-BUILTIN_DRIVERS: dict[str, type[LockDriver]] = {"simple_redis": SimpleRedisLock}
+BUILTIN_DRIVERS: dict[str, type[LockDriver]] = {
+    "simple_redis": SimpleRedisLock,
+    "advisory_lock": AdvisoryLock,
+}
 
 
 def resolve_driver(spec: str | type[Any], *, job_id: str) -> type[LockDriver]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..backends.base import Backend
@@ -20,6 +21,7 @@ class LockContext:
     worker_index: int
     holder: str  # identity of the process taking the lock
     ttl: float  # seconds the lock lives without renewal (runtime_lock_timeout)
+    options: Mapping[str, Any] = field(default_factory=dict)  # the job's config entry
 
     @property
     def name(self) -> str:
@@ -66,4 +68,15 @@ class LockDriver(abc.ABC):
 
     def wait_hint(self) -> str | None:
         """A backend event name that signals the lock may have become free, if any."""
+        return None
+
+    def close(self) -> None:
+        """Free what this driver instance holds (a connection, say); called when the runner
+        is done with it, after :meth:`release` or after giving up on :meth:`try_acquire`."""
+        return None
+
+    @classmethod
+    def check(cls, job_id: str, options: Mapping[str, Any], backend: Backend) -> None:
+        """Called once at start-up for every job using this driver: raise ValueError, naming
+        the job and what to fix, when the driver cannot work with this configuration."""
         return None

@@ -1,0 +1,1 @@
+"""The zero-service quickstart: see README.md in this directory."""

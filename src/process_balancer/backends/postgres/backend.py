@@ -1,0 +1,379 @@
+"""PostgreSQL coordination backend: one server-side function call per operation.
+
+The functions in ``backends/sql/schema.sql`` mirror the Redis backend's Lua scripts one for
+one, so both backends have the same semantics: each operation is one round trip and one
+transaction, made atomic by row locks; time is the database's ``clock_timestamp()``; events
+go out with ``pg_notify`` on the group's channel with the payloads Redis publishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import psycopg
+from psycopg import errors
+
+from ..base import (
+    Acquired,
+    Backend,
+    BackendError,
+    GroupSnapshot,
+    HeartbeatResult,
+    MemberState,
+)
+from ..codec import dumps as _dumps
+from ..codec import integer as _int
+from ..codec import loads_dict as _loads_dict
+from ..codec import parse_slots as _parse_slots
+from .connections import ConnectionPool, channel_name, connect, one_line, parse_url, quote_ident
+from .schema import ensure_schema
+
+logger = logging.getLogger(__name__)
+
+#: Expired members removed per heartbeat, as in the Redis backend.
+PRUNE_BATCH = 100
+#: Pending commands for a member are dropped if it never picks them up.
+COMMAND_TTL_MS = 10 * 60 * 1000
+#: Acknowledgements of a command are kept this long for the sender to read.
+ACK_TTL_MS = 10 * 60 * 1000
+#: Connections one process keeps for calls (the listener has its own).
+POOL_SIZE = 4
+
+_SNAPSHOT = """
+WITH t AS MATERIALIZED (SELECT clock_timestamp() AS now)
+SELECT
+    extract(epoch FROM t.now)::float8,
+    coalesce(g.version, 0),
+    coalesce(g.assignment_version, 0),
+    coalesce(g.unplaced::text, '{{}}'),
+    (SELECT coalesce(json_agg(json_build_array(m.identity, extract(epoch FROM m.deadline)::float8,
+                                               m.traits::text, m.info::text)
+                              ORDER BY m.deadline, m.identity), '[]')
+     FROM {s}.pb_members m WHERE m.namespace = %(ns)s AND m.deadline > t.now),
+    (SELECT coalesce(json_agg(json_build_array(c.job_id, c.count)), '[]')
+     FROM {s}.pb_counts c WHERE c.namespace = %(ns)s AND c.count IS NOT NULL),
+    (SELECT coalesce(json_agg(json_build_array(a.identity, a.slots::text)), '[]')
+     FROM {s}.pb_assignments a WHERE a.namespace = %(ns)s)
+FROM t LEFT JOIN {s}.pb_groups g ON g.namespace = %(ns)s
+"""
+
+
+class PostgresBackend(Backend):
+    """Shared group state in PostgreSQL tables of one schema, rows keyed by namespace.
+
+    Opening it checks the tables and creates them on first use (see ``migrate``).
+    """
+
+    def __init__(self, url: str, namespace: str, *, create_tables: bool = True) -> None:
+        self.url = url
+        self.namespace = namespace
+        self.target = parse_url(url)
+        self.schema = self.target.schema
+        self.channel = channel_name(self.schema, namespace)
+        self._s = self.target.quoted_schema
+        self._pool = ConnectionPool(
+            self.target.conninfo, size=POOL_SIZE, purpose=namespace, display=self.display_url
+        )
+        if create_tables:
+            try:
+                with self._pool.connection() as conn:
+                    ensure_schema(conn, self.target)
+            except BaseException:
+                self._pool.close()
+                raise
+        self._sql = {
+            name: f"SELECT * FROM {self._s}.pb_{name}({', '.join(['%s'] * arity)})"
+            for name, arity in (
+                ("leave", 3),
+                ("set_count", 6),
+                ("clear_count", 3),
+                ("pause", 4),
+                ("resume", 3),
+                ("ack_command", 5),
+                ("lock_acquire", 5),
+                ("lock_renew", 4),
+                ("lock_release", 4),
+            )
+        }
+        self._sql["heartbeat"] = (
+            f"SELECT * FROM {self._s}.pb_heartbeat(%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s)"
+        )
+        self._sql["write_assignment"] = (
+            f"SELECT * FROM {self._s}.pb_write_assignment(%s, %s, %s::jsonb, %s::jsonb, %s)"
+        )
+        self._sql["send_command"] = (
+            f"SELECT * FROM {self._s}.pb_send_command(%s, %s, %s::jsonb, %s, %s)"
+        )
+        self._sql["snapshot"] = _SNAPSHOT.format(s=self._s)
+
+    def _where(self, table: str, key: str) -> str:
+        return f"{self.schema}.{table}[{self.namespace}/{key}]"
+
+    def _error(self, exc: psycopg.Error) -> BackendError:
+        if isinstance(exc, (errors.UndefinedTable, errors.UndefinedFunction)):
+            return BackendError(
+                f"the process-balancer tables in schema {self.schema!r} of {self.display_url} "
+                f"are missing or incomplete ({one_line(exc.diag.message_primary)}); run "
+                f"`process-balancer migrate --backend URL`"
+            )
+        return BackendError(f"PostgreSQL at {self.display_url}: {one_line(exc)}")
+
+    def _fetch(self, name: str, params: tuple[Any, ...] | dict[str, Any]) -> tuple[Any, ...]:
+        try:
+            with self._pool.connection() as conn:
+                row = conn.execute(self._sql[name], params).fetchone()
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+        if row is None:
+            raise BackendError(f"PostgreSQL at {self.display_url}: {name} returned no row")
+        return tuple(row)
+
+    def _rows(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            with self._pool.connection() as conn:
+                return [tuple(row) for row in conn.execute(query, params).fetchall()]
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+
+    # -- membership --------------------------------------------------------------------------
+
+    def heartbeat(
+        self,
+        identity: str,
+        *,
+        traits: Mapping[str, Any],
+        info: Mapping[str, Any],
+        expiry: float,
+        seen_assignment_version: int,
+    ) -> HeartbeatResult:
+        joined, changed, version, av, slots_raw, commands_raw, next_expiry_ms = self._fetch(
+            "heartbeat",
+            (
+                self.namespace,
+                identity,
+                _dumps(traits),
+                _dumps(info),
+                int(expiry * 1000),
+                seen_assignment_version,
+                self.channel,
+                PRUNE_BATCH,
+            ),
+        )
+        slots = None
+        if slots_raw is not None:
+            slots = _parse_slots(slots_raw, self._where("pb_assignments", identity))
+        commands = []
+        for command in json.loads(commands_raw):
+            if not isinstance(command, dict):
+                logger.warning("ignoring unreadable remote command %r for %s", command, identity)
+                continue
+            commands.append(command)
+        return HeartbeatResult(
+            joined=bool(joined),
+            changed=bool(changed),
+            version=int(version),
+            assignment_version=int(av),
+            slots=slots,
+            commands=commands,
+            next_expiry=None if next_expiry_ms is None else int(next_expiry_ms) / 1000.0,
+        )
+
+    def leave(self, identity: str) -> None:
+        self._fetch("leave", (self.namespace, identity, self.channel))
+
+    def snapshot(self) -> GroupSnapshot:
+        now, version, av, unplaced_raw, members_raw, counts_raw, assign_raw = self._fetch(
+            "snapshot", {"ns": self.namespace}
+        )
+        members = [
+            MemberState(
+                identity=identity,
+                deadline=float(deadline),
+                traits=_loads_dict(traits, self._where("pb_members", identity) + ".traits"),
+                info=_loads_dict(info, self._where("pb_members", identity) + ".info"),
+            )
+            for identity, deadline, traits, info in members_raw
+        ]
+        assignment = {
+            identity: {
+                job: list(idx)
+                for job, idx in _parse_slots(raw, self._where("pb_assignments", identity)).items()
+            }
+            for identity, raw in assign_raw
+        }
+        where = f"{self.schema}.pb_groups[{self.namespace}].unplaced"
+        unplaced = {job: list(idx) for job, idx in _parse_slots(unplaced_raw, where).items()}
+        return GroupSnapshot(
+            version=_int(version, f"{self.schema}.pb_groups.version"),
+            assignment_version=_int(av, f"{self.schema}.pb_groups.assignment_version"),
+            members=members,
+            counts={str(job_id): int(count) for job_id, count in counts_raw},
+            assignment=assignment,
+            unplaced=unplaced,
+            now=float(now),
+        )
+
+    def write_assignment(
+        self,
+        version: int,
+        slots: Mapping[str, Mapping[str, tuple[int, ...]]],
+        unplaced: Mapping[str, tuple[int, ...]],
+    ) -> bool:
+        stored = {
+            identity: {job: list(idx) for job, idx in per_job.items()}
+            for identity, per_job in slots.items()
+        }
+        (written,) = self._fetch(
+            "write_assignment",
+            (
+                self.namespace,
+                version,
+                _dumps(stored),
+                _dumps({k: list(v) for k, v in unplaced.items()}),
+                self.channel,
+            ),
+        )
+        return bool(written)
+
+    # -- worker counts -----------------------------------------------------------------------
+
+    def get_count(self, job_id: str) -> int | None:
+        rows = self._rows(
+            f"SELECT count FROM {self._s}.pb_counts WHERE namespace = %s AND job_id = %s",
+            (self.namespace, job_id),
+        )
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    def set_count(self, job_id: str, *, to: int | None, by: int | None, default: int) -> int:
+        mode, value = ("to", to) if to is not None else ("by", by)
+        status, result = self._fetch(
+            "set_count", (self.namespace, job_id, mode, value, default, self.channel)
+        )
+        if status == 0:
+            raise ValueError(
+                f"cannot change the worker count of job {job_id!r} by {by}: it is {result}, "
+                "and a count cannot go below 0; nothing was changed"
+            )
+        return int(result)
+
+    def clear_count(self, job_id: str) -> None:
+        self._fetch("clear_count", (self.namespace, job_id, self.channel))
+
+    def pause(self, job_id: str, *, default: int) -> int | None:
+        status, value = self._fetch("pause", (self.namespace, job_id, default, self.channel))
+        return int(value) if status == 1 else None
+
+    def resume(self, job_id: str) -> int | None:
+        status, value = self._fetch("resume", (self.namespace, job_id, self.channel))
+        return int(value) if status == 1 else None
+
+    def paused_counts(self) -> dict[str, int]:
+        rows = self._rows(
+            f"SELECT job_id, resume_to FROM {self._s}.pb_counts "
+            "WHERE namespace = %s AND resume_to IS NOT NULL",
+            (self.namespace,),
+        )
+        return {str(job_id): int(count) for job_id, count in rows}
+
+    def unplaced(self) -> dict[str, list[int]]:
+        rows = self._rows(
+            f"SELECT unplaced::text FROM {self._s}.pb_groups WHERE namespace = %s",
+            (self.namespace,),
+        )
+        raw = rows[0][0] if rows else "{}"
+        where = f"{self.schema}.pb_groups[{self.namespace}].unplaced"
+        return {job: list(indexes) for job, indexes in _parse_slots(raw, where).items()}
+
+    # -- remote commands ---------------------------------------------------------------------
+
+    def send_command(self, identity: str, command: Mapping[str, Any]) -> bool:
+        (queued,) = self._fetch(
+            "send_command",
+            (self.namespace, identity, _dumps(command), COMMAND_TTL_MS, self.channel),
+        )
+        return bool(queued)
+
+    def ack_command(self, identity: str, command_id: str, at: float) -> None:
+        self._fetch("ack_command", (self.namespace, command_id, identity, at, ACK_TTL_MS))
+
+    def command_acks(self, command_id: str) -> dict[str, float]:
+        rows = self._rows(
+            f"SELECT identity, acked_at FROM {self._s}.pb_acks WHERE namespace = %s "
+            "AND command_id = %s AND expires_at > clock_timestamp()",
+            (self.namespace, command_id),
+        )
+        return {str(identity): float(at) for identity, at in rows}
+
+    # -- worker locks ------------------------------------------------------------------------
+
+    def lock_acquire(self, name: str, holder: str, ttl: float) -> Acquired | None:
+        token = secrets.token_hex(12)
+        status, fence, previous = self._fetch(
+            "lock_acquire", (self.namespace, name, token, holder, max(1, int(ttl * 1000)))
+        )
+        if status == 0:
+            return None
+        if status == 2:
+            logger.warning(
+                "worker lock %s taken over from %s, whose membership has expired", name, previous
+            )
+        return Acquired(token=token, fence=int(fence))
+
+    def lock_renew(self, name: str, token: str, ttl: float) -> bool:
+        (renewed,) = self._fetch(
+            "lock_renew", (self.namespace, name, token, max(1, int(ttl * 1000)))
+        )
+        return bool(renewed)
+
+    def lock_release(self, name: str, token: str) -> bool:
+        (released,) = self._fetch("lock_release", (self.namespace, name, token, self.channel))
+        return bool(released)
+
+    # -- notifications -----------------------------------------------------------------------
+
+    def listen(self, on_event: Callable[[str], None], stop: threading.Event) -> None:
+        delay = 0.1
+        while not stop.is_set():
+            conn: psycopg.Connection[Any] | None = None
+            try:
+                conn = connect(
+                    self.target.conninfo,
+                    purpose=f"{self.namespace} listener",
+                    display=self.display_url,
+                )
+                conn.execute(f"LISTEN {quote_ident(self.channel)}")
+                on_event("subscribed")
+                delay = 0.1
+                while not stop.is_set():
+                    # notifies() ends after the timeout, so a set ``stop`` is seen promptly.
+                    for note in conn.notifies(timeout=0.5):
+                        on_event(note.payload)
+            except (psycopg.Error, BackendError) as exc:
+                logger.warning(
+                    "LISTEN on PostgreSQL at %s failed (%s); retrying in %.1fs",
+                    self.display_url,
+                    one_line(exc),
+                    delay,
+                )
+                stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.close()
+
+    def ping(self) -> float:
+        """Round-trip time to PostgreSQL in seconds."""
+        started = time.perf_counter()
+        self._rows("SELECT 1", ())
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        self._pool.close()

@@ -1,0 +1,208 @@
+"""Connections to PostgreSQL: URL handling, connection settings and a small per-purpose pool.
+
+psycopg connections must not be used by two threads at once, and a process-balancer process
+talks to its backend from several threads (heartbeat, lock renewals, every worker taking its
+lock, the listener). Each thread borrows a connection for one call and gives it back; the
+listener and the advisory locks keep dedicated connections of their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
+
+from ..base import BackendError, redact_url
+
+#: URL schemes of the PostgreSQL backend.
+SCHEMES = ("postgresql", "postgres")
+#: Schema holding the tables when the URL has no ``?schema=``.
+DEFAULT_SCHEMA = "process_balancer"
+
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+#: libpq settings every connection gets unless the URL sets them: a dead server (or network)
+#: is noticed within seconds instead of minutes, so calls fail instead of hanging.
+CLIENT_SETTINGS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 1,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 5000,  # milliseconds unacknowledged data may wait before giving up
+}
+#: Server settings of backend connections: no call may hang on a row lock forever.
+BACKEND_SERVER_SETTINGS: dict[str, str] = {"statement_timeout": "10s"}
+
+
+@dataclass(frozen=True)
+class PostgresURL:
+    """A ``postgresql://`` URL split into what libpq gets and the schema of the tables."""
+
+    url: str  # as given, with ``?schema=``
+    conninfo: str  # without ``?schema=``, for libpq
+    schema: str
+
+    @property
+    def display(self) -> str:
+        return redact_url(self.url)
+
+    @property
+    def quoted_schema(self) -> str:
+        return quote_ident(self.schema)
+
+
+def parse_url(url: str) -> PostgresURL:
+    """Split ``?schema=NAME`` (default ``process_balancer``) off a PostgreSQL URL."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in SCHEMES:
+        raise ValueError(f"not a PostgreSQL URL: {redact_url(url)!r}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [value for key, value in query if key == "schema"]
+    schema = schemas[-1] if schemas else DEFAULT_SCHEMA
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise ValueError(
+            f"invalid schema {schema!r} in backend URL {redact_url(url)!r}: use letters, "
+            "digits and '_', starting with a letter or '_', at most 63 characters"
+        )
+    rest = urlencode([(key, value) for key, value in query if key != "schema"])
+    conninfo = urlunsplit(parts._replace(query=rest))
+    return PostgresURL(url=url, conninfo=conninfo, schema=schema)
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def channel_name(schema: str, namespace: str) -> str:
+    """The LISTEN/NOTIFY channel of one group; hashed when too long for an identifier."""
+    name = f"pb:{schema}:{namespace}"
+    if len(name.encode()) <= 63:
+        return name
+    return "pb:" + hashlib.sha256(name.encode()).hexdigest()[:40]
+
+
+def one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def connect(
+    conninfo: str,
+    *,
+    purpose: str,
+    server_settings: Mapping[str, str] | None = None,
+    client_settings: Mapping[str, Any] | None = None,
+    display: str | None = None,
+) -> psycopg.Connection[Any]:
+    """An autocommit connection with :data:`CLIENT_SETTINGS` (``client_settings`` over them)
+    where the URL does not set its own; a failure is a BackendError that says what to check."""
+    given = conninfo_to_dict(conninfo)
+    wanted = {**CLIENT_SETTINGS, **(client_settings or {})}
+    extra: dict[str, Any] = {k: v for k, v in wanted.items() if k not in given}
+    extra.setdefault("application_name", f"process_balancer {purpose}")
+    if server_settings:
+        flags = " ".join(f"-c {key}={value}" for key, value in server_settings.items())
+        extra["options"] = f"{given['options']} {flags}" if given.get("options") else flags
+    try:
+        return psycopg.connect(conninfo, autocommit=True, **extra)
+    except psycopg.Error as exc:
+        where = display or redact_url(conninfo)
+        raise BackendError(
+            f"cannot connect to PostgreSQL at {where}: {one_line(exc)}; check the host, port, "
+            "database name and credentials in the URL, and that the server is running"
+        ) from exc
+
+
+class ConnectionPool:
+    """At most ``size`` connections, each lent to one thread at a time.
+
+    A connection that broke, or that was given back inside a transaction, is closed instead
+    of being lent again.
+    """
+
+    def __init__(
+        self, conninfo: str, *, size: int, purpose: str, display: str, wait: float = 10.0
+    ) -> None:
+        self._conninfo = conninfo
+        self._size = size
+        self._purpose = purpose
+        self._display = display
+        self._wait = wait
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._open = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        conn = self._take()
+        try:
+            yield conn
+        finally:
+            self._give_back(conn)
+
+    def _take(self) -> psycopg.Connection[Any]:
+        deadline = time.monotonic() + self._wait
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise BackendError(f"the connections to {self._display} are closed")
+                if self._idle:
+                    return self._idle.pop()
+                if self._open < self._size:
+                    self._open += 1
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BackendError(
+                        f"all {self._size} connections to {self._display} stayed busy for "
+                        f"{self._wait:g}s"
+                    )
+                self._cond.wait(left)
+        try:
+            return connect(
+                self._conninfo,
+                purpose=self._purpose,
+                server_settings=BACKEND_SERVER_SETTINGS,
+                display=self._display,
+            )
+        except BaseException:
+            with self._cond:
+                self._open -= 1
+                self._cond.notify()
+            raise
+
+    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
+        reusable = (
+            not conn.closed
+            and not conn.broken
+            and conn.info.transaction_status == pq.TransactionStatus.IDLE
+        )
+        with self._cond:
+            if reusable and not self._closed:
+                self._idle.append(conn)
+                self._cond.notify()
+                return
+            self._open -= 1
+            self._cond.notify()
+        conn.close()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+            self._cond.notify_all()
+        for conn in idle:
+            conn.close()

@@ -1,0 +1,422 @@
+-- The PostgreSQL backend's tables and functions, created by `process-balancer migrate` (or on
+-- the first run) in one transaction, after the schema itself. Every statement is idempotent.
+-- `{schema}` is replaced by the quoted schema name, `{version}` by the schema version. Several groups share these tables: every row carries its namespace.
+--
+-- Each operation of the backend is one function call, so it runs in one transaction and one
+-- round trip, as each Redis operation is one Lua script. Row locks keep them atomic: anything
+-- that bumps a group's version locks that group's pb_groups row last, and nothing holding it
+-- waits for a member row, so the operations cannot deadlock.
+
+CREATE TABLE IF NOT EXISTS {schema}.pb_schema (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version   integer NOT NULL
+);
+
+-- One row per group: the state version and the assignment computed from it.
+CREATE TABLE IF NOT EXISTS {schema}.pb_groups (
+    namespace          text   PRIMARY KEY,
+    version            bigint NOT NULL DEFAULT 0,
+    assignment_version bigint NOT NULL DEFAULT 0,
+    unplaced           jsonb  NOT NULL DEFAULT '{}'
+);
+
+CREATE TABLE IF NOT EXISTS {schema}.pb_members (
+    namespace text        NOT NULL,
+    identity  text        NOT NULL,
+    deadline  timestamptz NOT NULL,  -- database clock; the member is dead after it
+    traits    jsonb       NOT NULL,  -- capacity, active, jobs: inputs of the assignment
+    info      jsonb       NOT NULL,  -- volatile: what runs now
+    PRIMARY KEY (namespace, identity)
+);
+CREATE INDEX IF NOT EXISTS pb_members_deadline ON {schema}.pb_members (namespace, deadline);
+
+CREATE TABLE IF NOT EXISTS {schema}.pb_assignments (
+    namespace text  NOT NULL,
+    identity  text  NOT NULL,
+    slots     jsonb NOT NULL,  -- {"job": [indexes]}
+    PRIMARY KEY (namespace, identity)
+);
+
+CREATE TABLE IF NOT EXISTS {schema}.pb_counts (
+    namespace text   NOT NULL,
+    job_id    text   NOT NULL,
+    count     bigint CHECK (count >= 0),      -- set at runtime; NULL: the config's applies
+    resume_to bigint CHECK (resume_to >= 0),  -- set while paused: the count resume restores
+    PRIMARY KEY (namespace, job_id)
+);
+
+CREATE TABLE IF NOT EXISTS {schema}.pb_commands (
+    id         bigserial   PRIMARY KEY,
+    namespace  text        NOT NULL,
+    identity   text        NOT NULL,
+    command    jsonb       NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pb_commands_identity ON {schema}.pb_commands (namespace, identity);
+
+CREATE TABLE IF NOT EXISTS {schema}.pb_acks (
+    namespace  text             NOT NULL,
+    command_id text             NOT NULL,
+    identity   text             NOT NULL,
+    acked_at   double precision NOT NULL,  -- the acknowledging process's clock, epoch seconds
+    expires_at timestamptz      NOT NULL,
+    PRIMARY KEY (namespace, command_id, identity)
+);
+
+-- Worker locks of the backend's own lease lock (lock driver simple_redis). A row outlives its
+-- holders so that the fencing counter keeps growing; a free lock has a NULL token.
+CREATE TABLE IF NOT EXISTS {schema}.pb_locks (
+    namespace  text        NOT NULL,
+    name       text        NOT NULL,  -- <job_id>:<worker_index>
+    token      text,
+    holder     text,                   -- identity of the holding process
+    expires_at timestamptz,
+    fence      bigint      NOT NULL DEFAULT 0,
+    PRIMARY KEY (namespace, name),
+    CHECK ((token IS NULL) = (holder IS NULL) AND (token IS NULL) = (expires_at IS NULL))
+);
+
+-- Fencing counters of the advisory_lock driver, one per slot.
+CREATE TABLE IF NOT EXISTS {schema}.pb_advisory_fences (
+    namespace    text    NOT NULL,
+    job_id       text    NOT NULL,
+    worker_index integer NOT NULL,
+    fence        bigint  NOT NULL,
+    PRIMARY KEY (namespace, job_id, worker_index)
+);
+
+-- Bump a group's state version (creating its row on first use) and tell the group.
+CREATE OR REPLACE FUNCTION {schema}.pb_bump(p_namespace text, p_channel text)
+RETURNS TABLE (o_version bigint, o_assignment_version bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
+    INSERT INTO {schema}.pb_groups AS g (namespace, version) VALUES (p_namespace, 1)
+    ON CONFLICT (namespace) DO UPDATE SET version = g.version + 1
+    RETURNING g.version, g.assignment_version;
+    PERFORM pg_notify(p_channel, 'state');
+END $$;
+
+-- Lock a group's row (creating it), so changes to its counts are serialized.
+CREATE OR REPLACE FUNCTION {schema}.pb_lock_group(p_namespace text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {schema}.pb_groups (namespace) VALUES (p_namespace)
+    ON CONFLICT (namespace) DO NOTHING;
+    PERFORM 1 FROM {schema}.pb_groups WHERE namespace = p_namespace FOR UPDATE;
+END $$;
+
+-- Refresh a member, prune up to p_prune expired members, return what changed. When nothing
+-- changed it touches one member row and reads a few rows by primary key or index, whatever the
+-- group's size.
+CREATE OR REPLACE FUNCTION {schema}.pb_heartbeat(
+    p_namespace text, p_identity text, p_traits jsonb, p_info jsonb, p_expiry_ms bigint,
+    p_seen_assignment_version bigint, p_channel text, p_prune integer,
+    OUT o_joined boolean, OUT o_changed boolean, OUT o_version bigint,
+    OUT o_assignment_version bigint, OUT o_slots text, OUT o_commands text,
+    OUT o_next_expiry_ms bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+    v_deadline timestamptz;
+    v_traits jsonb;
+    v_pruned integer;
+BEGIN
+    -- SKIP LOCKED: a member whose own heartbeat is running right now is not pruned by a peer.
+    WITH expired AS (
+        SELECT m.identity FROM {schema}.pb_members m
+        WHERE m.namespace = p_namespace AND m.deadline <= v_now AND m.identity <> p_identity
+        ORDER BY m.deadline LIMIT p_prune
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM {schema}.pb_members m USING expired e
+        WHERE m.namespace = p_namespace AND m.identity = e.identity
+        RETURNING m.identity
+    )
+    SELECT count(*) INTO v_pruned FROM gone;
+    o_changed := v_pruned > 0;
+
+    SELECT m.deadline, m.traits INTO v_deadline, v_traits
+    FROM {schema}.pb_members m
+    WHERE m.namespace = p_namespace AND m.identity = p_identity
+    FOR UPDATE;
+    -- A member whose deadline passed is treated as new: peers may already have its locks.
+    o_joined := NOT FOUND OR v_deadline <= v_now;
+    IF NOT FOUND THEN
+        INSERT INTO {schema}.pb_members AS m (namespace, identity, deadline, traits, info)
+        VALUES (p_namespace, p_identity, v_now + p_expiry_ms * interval '1 millisecond',
+                p_traits, p_info)
+        ON CONFLICT (namespace, identity) DO UPDATE
+        SET deadline = EXCLUDED.deadline, traits = EXCLUDED.traits, info = EXCLUDED.info;
+    ELSE
+        UPDATE {schema}.pb_members m
+        SET deadline = v_now + p_expiry_ms * interval '1 millisecond',
+            traits = p_traits, info = p_info
+        WHERE m.namespace = p_namespace AND m.identity = p_identity;
+    END IF;
+    o_changed := o_changed OR o_joined OR v_traits IS DISTINCT FROM p_traits;
+
+    IF o_changed THEN
+        SELECT b.o_version, b.o_assignment_version INTO o_version, o_assignment_version
+        FROM {schema}.pb_bump(p_namespace, p_channel) b;
+    ELSE
+        SELECT g.version, g.assignment_version INTO o_version, o_assignment_version
+        FROM {schema}.pb_groups g WHERE g.namespace = p_namespace;
+        IF NOT FOUND THEN
+            o_version := 0;
+            o_assignment_version := 0;
+        END IF;
+    END IF;
+
+    IF o_assignment_version IS DISTINCT FROM p_seen_assignment_version THEN
+        SELECT a.slots::text INTO o_slots FROM {schema}.pb_assignments a
+        WHERE a.namespace = p_namespace AND a.identity = p_identity;
+        o_slots := coalesce(o_slots, '{}');
+    END IF;
+
+    WITH taken AS (
+        DELETE FROM {schema}.pb_commands c
+        WHERE c.namespace = p_namespace AND c.identity = p_identity
+        RETURNING c.id, c.command, c.expires_at
+    )
+    SELECT coalesce(jsonb_agg(t.command ORDER BY t.id) FILTER (WHERE t.expires_at > v_now),
+                    '[]')::text
+    INTO o_commands FROM taken t;
+
+    -- The soonest deadline of another member: the caller wakes then to prune it if it is dead.
+    SELECT floor(extract(epoch FROM min(m.deadline) - v_now) * 1000)::bigint
+    INTO o_next_expiry_ms
+    FROM {schema}.pb_members m
+    WHERE m.namespace = p_namespace AND m.identity <> p_identity;
+    IF o_next_expiry_ms < 0 THEN  -- NULL (no other member) stays NULL
+        o_next_expiry_ms := 0;
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION {schema}.pb_leave(p_namespace text, p_identity text, p_channel text)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_removed boolean;
+BEGIN
+    DELETE FROM {schema}.pb_members WHERE namespace = p_namespace AND identity = p_identity;
+    v_removed := FOUND;
+    DELETE FROM {schema}.pb_commands WHERE namespace = p_namespace AND identity = p_identity;
+    IF v_removed THEN
+        PERFORM {schema}.pb_bump(p_namespace, p_channel);
+    END IF;
+    RETURN v_removed;
+END $$;
+
+-- Store an assignment only if the version it was computed from is still current and none was
+-- stored for it yet: one assignment per version.
+CREATE OR REPLACE FUNCTION {schema}.pb_write_assignment(
+    p_namespace text, p_version bigint, p_slots jsonb, p_unplaced jsonb, p_channel text)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_version bigint;
+    v_assignment_version bigint;
+BEGIN
+    SELECT g.version, g.assignment_version INTO v_version, v_assignment_version
+    FROM {schema}.pb_groups g WHERE g.namespace = p_namespace FOR UPDATE;
+    IF coalesce(v_version, 0) <> p_version OR coalesce(v_assignment_version, 0) = p_version THEN
+        RETURN false;
+    END IF;
+    DELETE FROM {schema}.pb_assignments WHERE namespace = p_namespace;
+    INSERT INTO {schema}.pb_assignments (namespace, identity, slots)
+    SELECT p_namespace, e.key, e.value FROM jsonb_each(p_slots) e;
+    UPDATE {schema}.pb_groups
+    SET assignment_version = p_version, unplaced = p_unplaced
+    WHERE namespace = p_namespace;
+    PERFORM pg_notify(p_channel, 'assignment');
+    RETURN true;
+END $$;
+
+-- Set ('to') or change ('by') a job's count. Returns (1, new count), or (0, current count) and
+-- changes nothing when the result would be negative. Setting a count ends a pause.
+CREATE OR REPLACE FUNCTION {schema}.pb_set_count(
+    p_namespace text, p_job_id text, p_mode text, p_value bigint, p_default bigint,
+    p_channel text, OUT o_status integer, OUT o_value bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_current bigint;
+    v_new bigint;
+BEGIN
+    PERFORM {schema}.pb_lock_group(p_namespace);
+    SELECT c.count INTO v_current FROM {schema}.pb_counts c
+    WHERE c.namespace = p_namespace AND c.job_id = p_job_id;
+    v_current := coalesce(v_current, p_default);
+    v_new := CASE WHEN p_mode = 'to' THEN p_value ELSE v_current + p_value END;
+    IF v_new < 0 THEN
+        o_status := 0;
+        o_value := v_current;
+        RETURN;
+    END IF;
+    INSERT INTO {schema}.pb_counts AS c (namespace, job_id, count) VALUES (p_namespace, p_job_id, v_new)
+    ON CONFLICT (namespace, job_id) DO UPDATE SET count = EXCLUDED.count, resume_to = NULL;
+    PERFORM {schema}.pb_bump(p_namespace, p_channel);
+    o_status := 1;
+    o_value := v_new;
+END $$;
+
+CREATE OR REPLACE FUNCTION {schema}.pb_clear_count(
+    p_namespace text, p_job_id text, p_channel text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM {schema}.pb_lock_group(p_namespace);
+    DELETE FROM {schema}.pb_counts WHERE namespace = p_namespace AND job_id = p_job_id;
+    PERFORM {schema}.pb_bump(p_namespace, p_channel);
+END $$;
+
+-- Pause: remember the count (runtime, else p_default) and set it to 0 in one step.
+-- Returns (1, remembered) paused, (0, remembered) already paused, nothing changed.
+CREATE OR REPLACE FUNCTION {schema}.pb_pause(
+    p_namespace text, p_job_id text, p_default bigint, p_channel text,
+    OUT o_status integer, OUT o_value bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_count bigint;
+    v_resume_to bigint;
+BEGIN
+    PERFORM {schema}.pb_lock_group(p_namespace);
+    SELECT c.count, c.resume_to INTO v_count, v_resume_to FROM {schema}.pb_counts c
+    WHERE c.namespace = p_namespace AND c.job_id = p_job_id;
+    IF v_resume_to IS NOT NULL THEN
+        o_status := 0;
+        o_value := v_resume_to;
+        RETURN;
+    END IF;
+    o_value := coalesce(v_count, p_default);
+    INSERT INTO {schema}.pb_counts AS c (namespace, job_id, count, resume_to)
+    VALUES (p_namespace, p_job_id, 0, o_value)
+    ON CONFLICT (namespace, job_id) DO UPDATE SET count = 0, resume_to = EXCLUDED.resume_to;
+    PERFORM {schema}.pb_bump(p_namespace, p_channel);
+    o_status := 1;
+END $$;
+
+-- Resume: restore the remembered count and forget it. Returns (1, count), or (0, NULL) when
+-- the job is not paused.
+CREATE OR REPLACE FUNCTION {schema}.pb_resume(
+    p_namespace text, p_job_id text, p_channel text, OUT o_status integer, OUT o_value bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM {schema}.pb_lock_group(p_namespace);
+    UPDATE {schema}.pb_counts c SET count = c.resume_to, resume_to = NULL
+    WHERE c.namespace = p_namespace AND c.job_id = p_job_id AND c.resume_to IS NOT NULL
+    RETURNING c.count INTO o_value;
+    IF NOT FOUND THEN
+        o_status := 0;
+        RETURN;
+    END IF;
+    PERFORM {schema}.pb_bump(p_namespace, p_channel);
+    o_status := 1;
+END $$;
+
+-- Queue a command for a live member; drops expired commands of the group on the way.
+CREATE OR REPLACE FUNCTION {schema}.pb_send_command(
+    p_namespace text, p_identity text, p_command jsonb, p_ttl_ms bigint, p_channel text)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+BEGIN
+    PERFORM 1 FROM {schema}.pb_members m
+    WHERE m.namespace = p_namespace AND m.identity = p_identity AND m.deadline > v_now;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    DELETE FROM {schema}.pb_commands WHERE namespace = p_namespace AND expires_at <= v_now;
+    INSERT INTO {schema}.pb_commands (namespace, identity, command, expires_at)
+    VALUES (p_namespace, p_identity, p_command, v_now + p_ttl_ms * interval '1 millisecond');
+    PERFORM pg_notify(p_channel, 'command ' || p_identity);
+    RETURN true;
+END $$;
+
+CREATE OR REPLACE FUNCTION {schema}.pb_ack_command(
+    p_namespace text, p_command_id text, p_identity text, p_at double precision,
+    p_ttl_ms bigint)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+BEGIN
+    DELETE FROM {schema}.pb_acks WHERE namespace = p_namespace AND expires_at <= v_now;
+    INSERT INTO {schema}.pb_acks AS a (namespace, command_id, identity, acked_at, expires_at)
+    VALUES (p_namespace, p_command_id, p_identity, p_at,
+            v_now + p_ttl_ms * interval '1 millisecond')
+    ON CONFLICT (namespace, command_id, identity) DO UPDATE SET acked_at = EXCLUDED.acked_at;
+    UPDATE {schema}.pb_acks
+    SET expires_at = v_now + p_ttl_ms * interval '1 millisecond'
+    WHERE namespace = p_namespace AND command_id = p_command_id;
+END $$;
+
+-- Take a worker lock: free, expired, or held by a member whose membership has expired (taken
+-- over at once instead of after its TTL). Every success increments the fencing counter.
+-- Returns (1, fence, NULL) taken, (2, fence, previous holder) taken over, (0, NULL, NULL) held
+-- by a live member.
+CREATE OR REPLACE FUNCTION {schema}.pb_lock_acquire(
+    p_namespace text, p_name text, p_token text, p_holder text, p_ttl_ms bigint,
+    OUT o_status integer, OUT o_fence bigint, OUT o_previous text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+    v_token text;
+    v_holder text;
+    v_expires_at timestamptz;
+BEGIN
+    INSERT INTO {schema}.pb_locks (namespace, name) VALUES (p_namespace, p_name)
+    ON CONFLICT (namespace, name) DO NOTHING;
+    SELECT l.token, l.holder, l.expires_at INTO v_token, v_holder, v_expires_at
+    FROM {schema}.pb_locks l WHERE l.namespace = p_namespace AND l.name = p_name FOR UPDATE;
+    IF v_token IS NOT NULL AND v_expires_at > v_now THEN
+        PERFORM 1 FROM {schema}.pb_members m
+        WHERE m.namespace = p_namespace AND m.identity = v_holder AND m.deadline > v_now;
+        IF FOUND THEN
+            o_status := 0;
+            RETURN;
+        END IF;
+        o_previous := v_holder;
+    END IF;
+    UPDATE {schema}.pb_locks l
+    SET token = p_token, holder = p_holder,
+        expires_at = v_now + p_ttl_ms * interval '1 millisecond', fence = l.fence + 1
+    WHERE l.namespace = p_namespace AND l.name = p_name
+    RETURNING l.fence INTO o_fence;
+    o_status := CASE WHEN o_previous IS NULL THEN 1 ELSE 2 END;
+END $$;
+
+CREATE OR REPLACE FUNCTION {schema}.pb_lock_renew(
+    p_namespace text, p_name text, p_token text, p_ttl_ms bigint)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+BEGIN
+    UPDATE {schema}.pb_locks
+    SET expires_at = v_now + p_ttl_ms * interval '1 millisecond'
+    WHERE namespace = p_namespace AND name = p_name AND token = p_token
+      AND expires_at > v_now;
+    RETURN FOUND;
+END $$;
+
+CREATE OR REPLACE FUNCTION {schema}.pb_lock_release(
+    p_namespace text, p_name text, p_token text, p_channel text)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE {schema}.pb_locks
+    SET token = NULL, holder = NULL, expires_at = NULL
+    WHERE namespace = p_namespace AND name = p_name AND token = p_token
+      AND expires_at > clock_timestamp();
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM pg_notify(p_channel, 'released ' || p_name);
+    RETURN true;
+END $$;
+
+INSERT INTO {schema}.pb_schema (singleton, version) VALUES (true, {version})
+ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version;

@@ -1,0 +1,370 @@
+"""SQLite coordination backend: the embedded default, for every process of a group on one host.
+
+The shared state lives in tables of one SQLite file (``sqlite_schema.sql``), keyed by
+namespace. Each operation is one transaction (see :mod:`.sqlite_connection`), with the same
+semantics as the Redis backend's Lua scripts: the version bump rules, the compare-and-set of
+the assignment, the lock takeover once the holder's membership has expired, the fencing
+counter, pause and resume, commands and acknowledgements.
+
+Why one host only: the processes share the file through the operating system's file locks,
+which are not reliable on network file systems, and membership deadlines are compared on the
+wall clock (``time.time()``), which processes on one host share but hosts do not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .base import (
+    Acquired,
+    Backend,
+    GroupSnapshot,
+    HeartbeatResult,
+    MemberState,
+)
+from .codec import dumps as _dumps
+from .codec import loads_dict as _loads_dict
+from .codec import parse_slots as _parse_slots
+from .sqlite_connection import Database, Scope, emit, seconds, sqlite_path
+from .sqlite_counts import CountTable, stored_count
+from .sqlite_events import listen
+from .sqlite_locks import LockTable
+
+logger = logging.getLogger(__name__)
+
+#: Expired members removed per heartbeat, as in the Redis backend.
+PRUNE_BATCH = 100
+#: Seconds a pending command waits for its member, and an acknowledgement for its sender.
+COMMAND_TTL = 10 * 60.0
+ACK_TTL = 10 * 60.0
+
+
+def single_host_notice(url: str, *, default: bool) -> str:
+    """What a runner says once when its group coordinates through a SQLite file."""
+    why = " (no backend configured and REDIS_URL unset)" if default else ""
+    return (
+        f"single-host mode: coordinating through the SQLite file {sqlite_path(url).resolve()}"
+        f"{why}; every process of this group must run on this host. To spread the group over "
+        "several hosts, set `backend:` in the config to a redis://host:6379/0 or "
+        "postgresql://user@host/db URL (or export REDIS_URL)"
+    )
+
+
+class SQLiteBackend(Backend):
+    """Shared group state in a SQLite file, rows keyed by ``namespace``."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        self.url = url
+        self.namespace = namespace
+        self.path = sqlite_path(url)
+        self.db = Database(self.path)
+        self.scope = Scope(self.db, namespace)
+        self._counts = CountTable(self.scope)
+        self._locks = LockTable(self.scope)
+
+    # -- membership --------------------------------------------------------------------------
+
+    def heartbeat(
+        self,
+        identity: str,
+        *,
+        traits: Mapping[str, Any],
+        info: Mapping[str, Any],
+        expiry: float,
+        seen_assignment_version: int,
+    ) -> HeartbeatResult:
+        ns = self.namespace
+        traits_json = _dumps(traits)
+        with self.db.transaction() as conn:
+            now = time.time()  # read once the write lock is held: deadlines only move later
+            changed = False
+            expired = conn.execute(
+                "SELECT identity FROM pb_members WHERE namespace = ? AND deadline <= ? "
+                "ORDER BY deadline LIMIT ?",
+                (ns, now, PRUNE_BATCH),
+            ).fetchall()
+            for (member,) in expired:
+                if member != identity:
+                    conn.execute(
+                        "DELETE FROM pb_members WHERE namespace = ? AND identity = ?", (ns, member)
+                    )
+                    changed = True
+            old = conn.execute(
+                "SELECT deadline, traits FROM pb_members WHERE namespace = ? AND identity = ?",
+                (ns, identity),
+            ).fetchone()
+            # A member whose deadline passed is treated as new: peers may have taken its locks.
+            old_deadline = None if old is None else seconds(old[0])
+            joined = old_deadline is None or old_deadline <= now
+            if joined or old is None or old[1] != traits_json:
+                changed = True
+            conn.execute(
+                "INSERT INTO pb_members (namespace, identity, deadline, traits, info) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace, identity) DO UPDATE SET "
+                "deadline = excluded.deadline, traits = excluded.traits, info = excluded.info",
+                (ns, identity, now + expiry, traits_json, _dumps(info)),
+            )
+            version = self.scope.bump(conn) if changed else self.scope.versions(conn)[0]
+            av = self.scope.versions(conn)[1]
+            slots_raw: str | None = None
+            if av != seen_assignment_version:
+                row = conn.execute(
+                    "SELECT slots FROM pb_assignment WHERE namespace = ? AND identity = ?",
+                    (ns, identity),
+                ).fetchone()
+                slots_raw = "{}" if row is None else str(row[0])
+            commands_raw = conn.execute(
+                "SELECT body, expires_at FROM pb_commands WHERE namespace = ? AND identity = ? "
+                "ORDER BY id",
+                (ns, identity),
+            ).fetchall()
+            if commands_raw:
+                conn.execute(
+                    "DELETE FROM pb_commands WHERE namespace = ? AND identity = ?", (ns, identity)
+                )
+            # The soonest deadline of another member: the caller wakes then to prune it.
+            soonest = conn.execute(
+                "SELECT identity, deadline FROM pb_members WHERE namespace = ? "
+                "ORDER BY deadline LIMIT 2",
+                (ns,),
+            ).fetchall()
+        next_expiry = None
+        for member, deadline in soonest:
+            if member != identity and seconds(deadline) is not None:
+                next_expiry = max(0.0, float(deadline) - now)
+                break
+        slots = None
+        if slots_raw is not None:
+            slots = _parse_slots(
+                slots_raw, self.scope.where("pb_assignment", f"identity {identity!r}")
+            )
+        return HeartbeatResult(
+            joined=joined,
+            changed=changed,
+            version=version,
+            assignment_version=av,
+            slots=slots,
+            commands=self._commands(identity, commands_raw, now),
+            next_expiry=next_expiry,
+        )
+
+    def _commands(self, identity: str, rows: list[Any], now: float) -> list[dict[str, Any]]:
+        commands = []
+        for body, expires_at in rows:
+            expires = seconds(expires_at)
+            if expires is not None and expires <= now:
+                continue
+            try:
+                command = json.loads(body)
+                if not isinstance(command, dict):
+                    raise ValueError("not an object")
+            except (TypeError, ValueError):
+                logger.warning("ignoring unreadable remote command %r for %s", body, identity)
+                continue
+            commands.append(command)
+        return commands
+
+    def leave(self, identity: str) -> None:
+        ns = self.namespace
+        with self.db.transaction() as conn:
+            removed = conn.execute(
+                "DELETE FROM pb_members WHERE namespace = ? AND identity = ?", (ns, identity)
+            ).rowcount
+            conn.execute(
+                "DELETE FROM pb_commands WHERE namespace = ? AND identity = ?", (ns, identity)
+            )
+            if removed:
+                self.scope.bump(conn)
+
+    def snapshot(self) -> GroupSnapshot:
+        ns = self.namespace
+        with self.db.transaction(write=False) as conn:
+            version, av = self.scope.versions(conn)
+            now = time.time()
+            rows = conn.execute(
+                "SELECT identity, deadline, traits, info FROM pb_members "
+                "WHERE namespace = ? AND deadline > ? ORDER BY deadline",
+                (ns, now),
+            ).fetchall()
+            count_rows = conn.execute(
+                "SELECT job_id, count FROM pb_counts WHERE namespace = ?", (ns,)
+            ).fetchall()
+            assign_rows = conn.execute(
+                "SELECT identity, slots FROM pb_assignment WHERE namespace = ?", (ns,)
+            ).fetchall()
+            unplaced_row = conn.execute(
+                "SELECT unplaced FROM pb_groups WHERE namespace = ?", (ns,)
+            ).fetchone()
+        members = []
+        for identity, deadline, traits, info in rows:
+            if seconds(deadline) is None:
+                logger.error(
+                    "member %s has the deadline %r in %s, not a time; it is left out of the "
+                    "group until it heartbeats again",
+                    identity,
+                    deadline,
+                    self.db.describe(),
+                )
+                continue
+            where = self.scope.where("pb_members", f"identity {identity!r}")
+            members.append(
+                MemberState(
+                    identity=identity,
+                    deadline=float(deadline),
+                    traits=_loads_dict(str(traits), f"{where}, traits"),
+                    info=_loads_dict(str(info), f"{where}, info"),
+                )
+            )
+        counts = {}
+        for job_id, raw in count_rows:
+            count = stored_count(raw)
+            if count is None:
+                logger.error(
+                    "worker count of job %r in %s is %r, not an integer; the job's config count "
+                    "is used until it is set again (process-balancer scale or "
+                    "adjust_scheduled_workers)",
+                    job_id,
+                    self.scope.where("pb_counts", f"job {job_id!r}"),
+                    raw,
+                )
+                continue
+            counts[job_id] = count
+        assignment = {
+            identity: {
+                job: list(indexes)
+                for job, indexes in _parse_slots(
+                    str(raw), self.scope.where("pb_assignment", f"identity {identity!r}")
+                ).items()
+            }
+            for identity, raw in assign_rows
+        }
+        unplaced_raw = "{}" if unplaced_row is None else str(unplaced_row[0])
+        unplaced = _parse_slots(unplaced_raw, self.scope.where("pb_groups", "unplaced"))
+        return GroupSnapshot(
+            version=version,
+            assignment_version=av,
+            members=members,
+            counts=counts,
+            assignment=assignment,
+            unplaced={job: list(indexes) for job, indexes in unplaced.items()},
+            now=now,
+        )
+
+    def write_assignment(
+        self,
+        version: int,
+        slots: Mapping[str, Mapping[str, tuple[int, ...]]],
+        unplaced: Mapping[str, tuple[int, ...]],
+    ) -> bool:
+        ns = self.namespace
+        rows = [
+            (ns, identity, _dumps({job: list(idx) for job, idx in slots[identity].items()}))
+            for identity in sorted(slots)
+        ]
+        with self.db.transaction() as conn:
+            current, stored = self.scope.versions(conn)
+            # Compare-and-set: one assignment per version, and only for the current version.
+            if current != version or stored == version:
+                return False
+            conn.execute("DELETE FROM pb_assignment WHERE namespace = ?", (ns,))
+            conn.executemany(
+                "INSERT INTO pb_assignment (namespace, identity, slots) VALUES (?, ?, ?)", rows
+            )
+            conn.execute(
+                "UPDATE pb_groups SET assignment_version = ?, unplaced = ? WHERE namespace = ?",
+                (version, _dumps({k: list(v) for k, v in unplaced.items()}), ns),
+            )
+            emit(conn, ns, "assignment")
+        return True
+
+    # -- worker counts -----------------------------------------------------------------------
+
+    def get_count(self, job_id: str) -> int | None:
+        return self._counts.get(job_id)
+
+    def set_count(self, job_id: str, *, to: int | None, by: int | None, default: int) -> int:
+        return self._counts.set(job_id, to=to, by=by, default=default)
+
+    def clear_count(self, job_id: str) -> None:
+        self._counts.clear(job_id)
+
+    def pause(self, job_id: str, *, default: int) -> int | None:
+        return self._counts.pause(job_id, default=default)
+
+    def resume(self, job_id: str) -> int | None:
+        return self._counts.resume(job_id)
+
+    def paused_counts(self) -> dict[str, int]:
+        return self._counts.paused()
+
+    def unplaced(self) -> dict[str, list[int]]:
+        with self.db.transaction(write=False) as conn:
+            row = conn.execute(
+                "SELECT unplaced FROM pb_groups WHERE namespace = ?", (self.namespace,)
+            ).fetchone()
+        parsed = _parse_slots(
+            "{}" if row is None else str(row[0]), self.scope.where("pb_groups", "unplaced")
+        )
+        return {job: list(indexes) for job, indexes in parsed.items()}
+
+    # -- remote commands ---------------------------------------------------------------------
+
+    def send_command(self, identity: str, command: Mapping[str, Any]) -> bool:
+        with self.db.transaction() as conn:
+            now = time.time()
+            conn.execute("DELETE FROM pb_commands WHERE expires_at <= ?", (now,))
+            deadline = self.scope.deadline(conn, identity)
+            if deadline is None or deadline <= now:
+                return False
+            conn.execute(
+                "INSERT INTO pb_commands (namespace, identity, body, expires_at) "
+                "VALUES (?, ?, ?, ?)",
+                (self.namespace, identity, _dumps(command), now + COMMAND_TTL),
+            )
+            # Wake the member now; it also finds the command at its next heartbeat.
+            emit(conn, self.namespace, f"command {identity}")
+        return True
+
+    def ack_command(self, identity: str, command_id: str, at: float) -> None:
+        with self.db.transaction() as conn:
+            now = time.time()
+            conn.execute("DELETE FROM pb_acks WHERE expires_at <= ?", (now,))
+            conn.execute(
+                "INSERT INTO pb_acks (namespace, command_id, identity, at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace, command_id, identity) "
+                "DO UPDATE SET at = excluded.at, expires_at = excluded.expires_at",
+                (self.namespace, command_id, identity, at, now + ACK_TTL),
+            )
+
+    def command_acks(self, command_id: str) -> dict[str, float]:
+        with self.db.transaction(write=False) as conn:
+            rows = conn.execute(
+                "SELECT identity, at FROM pb_acks "
+                "WHERE namespace = ? AND command_id = ? AND expires_at > ?",
+                (self.namespace, command_id, time.time()),
+            ).fetchall()
+        return {str(identity): seconds(at) or 0.0 for identity, at in rows}
+
+    # -- worker locks ------------------------------------------------------------------------
+
+    def lock_acquire(self, name: str, holder: str, ttl: float) -> Acquired | None:
+        return self._locks.acquire(name, holder, ttl)
+
+    def lock_renew(self, name: str, token: str, ttl: float) -> bool:
+        return self._locks.renew(name, token, ttl)
+
+    def lock_release(self, name: str, token: str) -> bool:
+        return self._locks.release(name, token)
+
+    # -- notifications -----------------------------------------------------------------------
+
+    def listen(self, on_event: Callable[[str], None], stop: threading.Event) -> None:
+        listen(self.db, self.namespace, on_event, stop)
+
+    def close(self) -> None:
+        self.db.close()

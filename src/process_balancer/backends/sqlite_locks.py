@@ -1,0 +1,88 @@
+"""Worker locks in the SQLite backend: token, fencing counter, holder and expiry per slot."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+from .base import Acquired, CorruptStateError
+from .sqlite_connection import Scope, emit, seconds
+
+logger = logging.getLogger(__name__)
+
+
+class LockTable:
+    """Rows of ``pb_locks``. Renew and release compare the token inside their transaction, so
+    they never touch a lock another holder took."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    def acquire(self, name: str, holder: str, ttl: float) -> Acquired | None:
+        token = secrets.token_hex(12)
+        previous: str | None = None
+        with self.scope.db.transaction() as conn:
+            now = time.time()
+            row = conn.execute(
+                "SELECT token, fence, holder, expires_at FROM pb_locks "
+                "WHERE namespace = ? AND name = ?",
+                (self.scope.namespace, name),
+            ).fetchone()
+            fence = 0
+            if row is not None:
+                current, fence_raw, current_holder, expires_at = row
+                expires = seconds(expires_at)
+                readable = (
+                    isinstance(fence_raw, int)
+                    and expires is not None
+                    and (current is None or (isinstance(current_holder, str) and current_holder))
+                )
+                if not readable:
+                    raise CorruptStateError(
+                        f"worker lock {name!r} in {self.scope.where('pb_locks', f'name {name!r}')} "
+                        f"holds {tuple(row)!r}, which is not a process-balancer lock; delete "
+                        "that row if nothing else uses it"
+                    )
+                fence = int(fence_raw)
+                if current is not None and expires is not None and expires > now:
+                    # The lock names its holder: a crashed holder's lock is free as soon as
+                    # its membership has expired, not after the lock's whole TTL.
+                    deadline = self.scope.deadline(conn, str(current_holder))
+                    if deadline is not None and deadline > now:
+                        return None
+                    previous = str(current_holder)
+            fence += 1
+            conn.execute(
+                "INSERT INTO pb_locks (namespace, name, token, fence, holder, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (namespace, name) DO UPDATE SET "
+                "token = excluded.token, fence = excluded.fence, holder = excluded.holder, "
+                "expires_at = excluded.expires_at",
+                (self.scope.namespace, name, token, fence, holder, now + max(0.001, ttl)),
+            )
+        if previous is not None:
+            logger.warning(
+                "worker lock %s taken over from %s, whose membership has expired", name, previous
+            )
+        return Acquired(token=token, fence=fence)
+
+    def renew(self, name: str, token: str, ttl: float) -> bool:
+        with self.scope.db.transaction() as conn:
+            now = time.time()
+            renewed = conn.execute(
+                "UPDATE pb_locks SET expires_at = ? "
+                "WHERE namespace = ? AND name = ? AND token = ? AND expires_at > ?",
+                (now + max(0.001, ttl), self.scope.namespace, name, token, now),
+            ).rowcount
+        return renewed == 1
+
+    def release(self, name: str, token: str) -> bool:
+        with self.scope.db.transaction() as conn:
+            released = conn.execute(
+                "UPDATE pb_locks SET token = NULL, holder = NULL, expires_at = 0 "
+                "WHERE namespace = ? AND name = ? AND token = ? AND expires_at > ?",
+                (self.scope.namespace, name, token, time.time()),
+            ).rowcount
+            if released:
+                emit(conn, self.scope.namespace, f"released {name}")
+        return released == 1

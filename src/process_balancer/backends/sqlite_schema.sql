@@ -1,0 +1,89 @@
+-- Shared state of process-balancer groups in one SQLite file (see backends/sqlite.py).
+-- Every table is keyed by namespace, so several groups can share a file. Times are wall-clock
+-- seconds since the epoch (time.time()), the clock every process on the host shares.
+-- Idempotent: run on every connection.
+
+-- One row per group: the state version, the version the stored assignment was computed from,
+-- the slots that assignment could not place.
+CREATE TABLE IF NOT EXISTS pb_groups (
+    namespace TEXT PRIMARY KEY,
+    version INTEGER NOT NULL DEFAULT 0,
+    assignment_version INTEGER NOT NULL DEFAULT 0,
+    unplaced TEXT NOT NULL DEFAULT '{}'
+);
+
+-- Live members (and expired ones not pruned yet): heartbeat deadline, traits, volatile info.
+CREATE TABLE IF NOT EXISTS pb_members (
+    namespace TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    deadline REAL NOT NULL,
+    traits TEXT NOT NULL,
+    info TEXT NOT NULL,
+    PRIMARY KEY (namespace, identity)
+);
+CREATE INDEX IF NOT EXISTS pb_members_by_deadline ON pb_members (namespace, deadline);
+
+-- The stored assignment: identity -> JSON {job: [indexes]}.
+CREATE TABLE IF NOT EXISTS pb_assignment (
+    namespace TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    slots TEXT NOT NULL,
+    PRIMARY KEY (namespace, identity)
+);
+
+-- Worker counts set at runtime, and the counts paused jobs resume to. Kept as whatever was
+-- written: a value that is not an integer is reported, never overwritten silently.
+CREATE TABLE IF NOT EXISTS pb_counts (
+    namespace TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    count NOT NULL,
+    PRIMARY KEY (namespace, job_id)
+);
+CREATE TABLE IF NOT EXISTS pb_paused (
+    namespace TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    count NOT NULL,
+    PRIMARY KEY (namespace, job_id)
+);
+
+-- Remote commands waiting for a member, dropped unread after expires_at.
+CREATE TABLE IF NOT EXISTS pb_commands (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespace TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    body TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pb_commands_by_identity ON pb_commands (namespace, identity);
+CREATE INDEX IF NOT EXISTS pb_commands_by_expiry ON pb_commands (expires_at);
+
+-- Acknowledgements of remote commands, kept a few minutes for the sender to read.
+CREATE TABLE IF NOT EXISTS pb_acks (
+    namespace TEXT NOT NULL,
+    command_id TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (namespace, command_id, identity)
+);
+CREATE INDEX IF NOT EXISTS pb_acks_by_expiry ON pb_acks (expires_at);
+
+-- Worker locks. The row outlives a release (token NULL) so that the fencing counter keeps
+-- increasing with every acquisition of the slot.
+CREATE TABLE IF NOT EXISTS pb_locks (
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    token TEXT,
+    fence INTEGER NOT NULL,
+    holder TEXT,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (namespace, name)
+);
+
+-- Wake-ups (SQLite has no notifications): listeners poll for rows past the last seq they saw.
+-- Only the most recent rows are kept.
+CREATE TABLE IF NOT EXISTS pb_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespace TEXT NOT NULL,
+    message TEXT NOT NULL
+);
