@@ -121,7 +121,7 @@ def refill(db_url: str, rows: int) -> None:
         raise SystemExit(f"fill.py failed with exit code {code}")
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -129,7 +129,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 # -- (b) the hand-written loop ------------------------------------------------------------------
@@ -236,10 +236,25 @@ def stop_group(group: Group) -> None:
         child.wait(60)
 
 
-def queued(db_url: str) -> int:
+# Both counts read the example's partial indexes, not the table: watching the drain must not
+# take CPU from it (the hand-written loop is not watched at all).
+UNCLAIMED_SQL = "SELECT count(*) FROM queue_records WHERE status = 'queued' AND lock_owner IS NULL"
+PENDING_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM queue_records WHERE status = 'queued' AND lock_owner IS NULL)"
+    " OR EXISTS (SELECT 1 FROM queue_records WHERE lock_owner IS NOT NULL)"
+)
+
+
+def unclaimed(db_url: str) -> int:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM queue_records WHERE status <> 'done'").fetchone()
+        row = conn.execute(UNCLAIMED_SQL).fetchone()
     return int(row[0]) if row else 0
+
+
+def drained(db_url: str) -> bool:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute(PENDING_SQL).fetchone()
+    return row is not None and not row[0]
 
 
 def balanced(
@@ -258,12 +273,12 @@ def balanced(
             for payload in fill.payloads(rows):
                 copy.write_row((payload,))
         if kill:
-            wait_until(lambda: queued(db_url) <= rows // 2, 300, "half the rows done")
+            wait_until(lambda: unclaimed(db_url) <= rows // 2, 300, "half the rows", every=0.5)
             victim = group.children[1]
             victim.kill()
             killed_at = time.time()
             victim.wait(10)
-        wait_until(lambda: queued(db_url) == 0, 600, "the queue to drain")
+        wait_until(lambda: drained(db_url), 600, "the queue to drain", every=0.5)
         if kill:
             survivor_log = group.logs[0].read_text()
             stamps = re.findall(r"^(\S+ \S+) WARNING .*took over (\d+) row", survivor_log, re.M)
