@@ -19,6 +19,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Expired members one heartbeat removes at most; the rest go in the following heartbeats, so
+#: one heartbeat never does unbounded work, even after a mass failure. Every backend uses it.
+PRUNE_BATCH = 100
+#: Pending remote commands for a member are dropped if it never picks them up (ms).
+COMMAND_TTL_MS = 10 * 60 * 1000
+#: Acknowledgements of a remote command are kept this long for the sender to read (ms).
+ACK_TTL_MS = 10 * 60 * 1000
+
 
 class BackendError(Exception):
     """The backend could not be reached or answered with something unusable."""

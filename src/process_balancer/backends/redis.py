@@ -15,6 +15,9 @@ from typing import Any
 import redis
 
 from .base import (
+    ACK_TTL_MS,
+    COMMAND_TTL_MS,
+    PRUNE_BATCH,
     Acquired,
     Backend,
     BackendError,
@@ -30,13 +33,6 @@ from .codec import parse_slots as _parse_slots
 
 logger = logging.getLogger(__name__)
 
-#: Expired members removed per heartbeat; the rest go in the following heartbeats, so one
-#: heartbeat never does unbounded work even after a mass failure.
-PRUNE_BATCH = 100
-#: Pending commands for a member are dropped if it never picks them up.
-COMMAND_TTL_MS = 10 * 60 * 1000
-#: Acknowledgements of a command are kept this long for the sender to read.
-ACK_TTL_MS = 10 * 60 * 1000
 
 _SCRIPTS = (
     "heartbeat",

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .base import (
+    PRUNE_BATCH,
     Acquired,
     Backend,
     GroupSnapshot,
@@ -37,8 +38,6 @@ from .sqlite_locks import LockTable
 
 logger = logging.getLogger(__name__)
 
-#: Expired members removed per heartbeat, as in the Redis backend.
-PRUNE_BATCH = 100
 #: Seconds a pending command waits for its member, and an acknowledgement for its sender.
 COMMAND_TTL = 10 * 60.0
 ACK_TTL = 10 * 60.0

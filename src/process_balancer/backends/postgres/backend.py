@@ -21,6 +21,9 @@ import psycopg
 from psycopg import errors
 
 from ..base import (
+    ACK_TTL_MS,
+    COMMAND_TTL_MS,
+    PRUNE_BATCH,
     Acquired,
     Backend,
     BackendError,
@@ -37,12 +40,6 @@ from .schema import ensure_schema
 
 logger = logging.getLogger(__name__)
 
-#: Expired members removed per heartbeat, as in the Redis backend.
-PRUNE_BATCH = 100
-#: Pending commands for a member are dropped if it never picks them up.
-COMMAND_TTL_MS = 10 * 60 * 1000
-#: Acknowledgements of a command are kept this long for the sender to read.
-ACK_TTL_MS = 10 * 60 * 1000
 #: Connections one process keeps for calls (the listener has its own).
 POOL_SIZE = 4
 
