@@ -14,7 +14,7 @@ import pytest
 from process_balancer.backends import Backend, open_backend
 from process_balancer.locks import AdvisoryLock, LockContext, resolve_driver
 from process_balancer.locks.advisory import advisory_key
-from support.harness import IterationLog, wait_until
+from support.harness import settled, wait_until
 
 JOB = {"class": "support.jobs:AdvisoryRecordingJob", "records": 4, "record_time": 0.025}
 
@@ -127,22 +127,6 @@ def test_without_a_postgres_backend_the_option_is_required(
 
 
 # -- real processes -------------------------------------------------------------------------------
-
-
-def running_by_pid(log: IterationLog, since: float) -> dict[int, set[int]]:
-    result: dict[int, set[int]] = {}
-    for (_job, slot), pids in log.slots_run_by(since).items():
-        for pid in pids:
-            result.setdefault(pid, set()).add(slot)
-    return result
-
-
-def settled(log: IterationLog, expected: dict[int, int]) -> Callable[[], bool]:
-    def check() -> bool:
-        recent = running_by_pid(log, time.time() - 0.6)
-        return {pid: len(slots) for pid, slots in recent.items()} == expected
-
-    return check
 
 
 def test_two_processes_share_the_slots_and_a_killed_holders_locks_free(

@@ -6,34 +6,17 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from support.cli import pb, status_json
-from support.harness import IterationLog, Process, wait_until
+from support.harness import IterationLog, Process, settled, wait_until
 
 JOB = {"class": "support.jobs:RecordingJob", "records": 4, "record_time": 0.025}
 
 LIVE_SLOTS = "until the status shows every slot running"
-
-
-def settled(log: IterationLog, expected: dict[int, int], window: float = 0.6) -> Callable[[], bool]:
-    """True once, in the last ``window`` seconds, each pid started iterations of exactly its
-    expected number of slots of job q, and no other pid started any."""
-
-    def check() -> bool:
-        counts: dict[int, int] = {}
-        for (job, _slot), pids in log.slots_run_by(time.time() - window).items():
-            if job == "q":
-                for pid in pids:
-                    counts[pid] = counts.get(pid, 0) + 1
-        return counts == expected
-
-    return check
 
 
 def running(config: Path, job: str = "q") -> int:

@@ -9,38 +9,14 @@ from __future__ import annotations
 import itertools
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import process_balancer
-from support.harness import IterationLog, Process, wait_until
+from support.harness import IterationLog, Process, running_by_pid, settled, wait_until
 
 JOB = {"class": "support.jobs:RecordingJob", "records": 4, "record_time": 0.025}
-
-
-def running_by_pid(log: IterationLog, since: float, job: str = "q") -> dict[int, set[int]]:
-    """pid -> slots it started an iteration of after ``since``."""
-    result: dict[int, set[int]] = {}
-    for (job_id, slot), pids in log.slots_run_by(since).items():
-        if job_id == job:
-            for pid in pids:
-                result.setdefault(pid, set()).add(slot)
-    return result
-
-
-def settled(
-    log: IterationLog, expected: dict[int, int], job: str = "q", window: float = 0.6
-) -> Callable[[], bool]:
-    """True once, in the last ``window`` seconds, each pid ran exactly its expected number of
-    slots and nobody else ran any."""
-
-    def check() -> bool:
-        recent = running_by_pid(log, time.time() - window, job)
-        return {pid: len(slots) for pid, slots in recent.items()} == expected
-
-    return check
 
 
 def loads(log: IterationLog, window: float = 0.6) -> list[int]:

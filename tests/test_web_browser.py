@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -17,7 +16,7 @@ from starlette.routing import Mount
 from process_balancer import Client
 from process_balancer.config import load_config
 from process_balancer.web import BackgroundServer, create_app
-from support.harness import IterationLog, Process, wait_until
+from support.harness import IterationLog, Process, settled, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -77,21 +76,6 @@ def dashboard() -> Iterator[Callable[..., tuple[str, Client]]]:
             return server.url + (mount.strip("/") + "/" if mount else ""), client
 
         yield start
-
-
-def settled(log: IterationLog, expected: dict[int, int], window: float = 0.6) -> Callable[[], bool]:
-    """True once, in the last ``window`` seconds, each pid ran exactly its expected number of
-    slots of job q and no other pid ran any: the processes really run that split."""
-
-    def check() -> bool:
-        counts: dict[int, int] = {}
-        for (job, _slot), pids in log.slots_run_by(time.time() - window).items():
-            if job == "q":
-                for pid in pids:
-                    counts[pid] = counts.get(pid, 0) + 1
-        return counts == expected
-
-    return check
 
 
 @pytest.fixture

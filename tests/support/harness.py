@@ -168,3 +168,26 @@ class IterationLog:
             if event["ev"] == "start" and event["t"] >= since:
                 result.setdefault((event["job"], event["slot"]), set()).add(event["pid"])
         return result
+
+
+def running_by_pid(log: IterationLog, since: float, job: str = "q") -> dict[int, set[int]]:
+    """pid -> slots of ``job`` it started an iteration of after ``since``."""
+    result: dict[int, set[int]] = {}
+    for (job_id, slot), pids in log.slots_run_by(since).items():
+        if job_id == job:
+            for pid in pids:
+                result.setdefault(pid, set()).add(slot)
+    return result
+
+
+def settled(
+    log: IterationLog, expected: dict[int, int], window: float = 0.6, job: str = "q"
+) -> Callable[[], bool]:
+    """A predicate: True once, in the last ``window`` seconds, each pid ran exactly its
+    expected number of slots of ``job`` and nobody else ran any."""
+
+    def check() -> bool:
+        recent = running_by_pid(log, time.time() - window, job)
+        return {pid: len(slots) for pid, slots in recent.items()} == expected
+
+    return check
