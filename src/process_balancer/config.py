@@ -53,7 +53,13 @@ SETTINGS_KEYS = (
     "metrics_host",
 )
 #: Keys of a job entry the runner reads itself; every other key is the job's own option.
-JOB_KEYS = ("class", "workers", "runtime_lock_timeout", "lock_acquire_timeout")
+JOB_KEYS = (
+    "class",
+    "workers",
+    "runtime_lock_timeout",
+    "lock_acquire_timeout",
+    "takeover_grace",
+)
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -68,6 +74,8 @@ class JobConfig:
     runtime_lock_timeout: float
     lock_acquire_timeout: float
     options: dict[str, Any]
+    #: Seconds a peer waits past this job's holder's deadline before taking a slot over.
+    takeover_grace: float = defaults.TAKEOVER_GRACE
 
 
 @dataclass(frozen=True)
@@ -347,6 +355,9 @@ def _check_job(problems: _Problems, job_id: object, entry: object) -> JobConfig 
     acquire_timeout = optional(
         "lock_acquire_timeout", lambda v: _seconds(v, positive=True), defaults.LOCK_ACQUIRE_TIMEOUT
     )
+    grace = optional(
+        "takeover_grace", lambda v: _seconds(v, positive=False), defaults.TAKEOVER_GRACE
+    )
     for key in entry:
         close = difflib.get_close_matches(str(key), JOB_KEYS, n=1, cutoff=0.8)
         if key not in JOB_KEYS and close:
@@ -366,6 +377,7 @@ def _check_job(problems: _Problems, job_id: object, entry: object) -> JobConfig 
         runtime_lock_timeout=lock_timeout,
         lock_acquire_timeout=acquire_timeout,
         options=dict(entry),
+        takeover_grace=grace,
     )
 
 

@@ -29,6 +29,16 @@ LOCK_DRIVER = "simple_redis"
 RUNTIME_LOCK_TIMEOUT = 30.0
 #: Seconds a worker waits for its lock before it skips the iteration.
 LOCK_ACQUIRE_TIMEOUT = 10.0
+#: Seconds a peer waits past the deadline of a slot's holder (its membership or its lock)
+#: before taking the slot over (job option ``takeover_grace``). A holder cut off from the
+#: backend stops at its next record boundary; records shorter than this grace (plus the 0.2 s
+#: the runner cuts holders off early) never overlap a takeover, even without fencing.
+TAKEOVER_GRACE = 1.0
+#: Most worker slots one job may have (global or per-job ``max_workers`` lowers or raises it);
+#: larger counts are refused before anything is written, by clients and by the backend.
+MAX_WORKERS = 10_000
+#: The backend refuses any count above this, whatever a client's ``max_workers`` says.
+MAX_WORKERS_HARD_LIMIT = 1_000_000
 #: The worker lock is renewed in the background when this fraction of its TTL has passed.
 LOCK_RENEW_FRACTION = 1 / 3
 
