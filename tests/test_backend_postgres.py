@@ -16,6 +16,7 @@ import pytest
 
 from process_balancer.backends import CorruptStateError, open_backend
 from process_balancer.backends.postgres import PostgresBackend, channel_name, parse_url
+from process_balancer.backends.postgres.schema import SCHEMA_VERSION
 from support.cli import pb
 from support.harness import wait_until
 
@@ -89,7 +90,7 @@ def test_migrate_creates_the_tables_once_and_is_idempotent(
     assert {"pb_members", "pb_groups", "pb_locks", "pb_advisory_fences"} <= set(created)
     again = pb("migrate", "--backend", postgresql_backend_url)
     assert again.returncode == 0, again.stderr
-    assert "up to date (version 1); nothing to do" in again.stdout
+    assert f"up to date (version {SCHEMA_VERSION}); nothing to do" in again.stdout
     assert tables(db, postgres_schema) == created
 
 

@@ -55,6 +55,7 @@ def test_renew_and_release_never_touch_another_holders_lock(
 def test_garbage_in_a_lock_key_is_reported_and_kept(
     backend: RedisBackend, rclient: redis.Redis, namespace: str
 ) -> None:
+    beat(backend, "a")
     rclient.set(f"{namespace}:lock:j:0", "x")
     with pytest.raises(CorruptStateError, match="not a process-balancer lock"):
         backend.lock_acquire("j:0", "a", 5)

@@ -114,7 +114,8 @@ def test_garbage_count_is_reported_and_kept(
 def test_garbage_in_a_lock_row_is_reported_and_kept(
     backend: SQLiteBackend, db: sqlite3.Connection
 ) -> None:
-    db.execute("INSERT INTO pb_locks VALUES ('ns', 'j:0', 'tok', 'x', 'h', 1e12)")
+    beat(backend, "a")
+    db.execute("INSERT INTO pb_locks VALUES ('ns', 'j:0', 'tok', 'x', 'h', 1e12, NULL)")
     with pytest.raises(CorruptStateError, match="not a process-balancer lock"):
         backend.lock_acquire("j:0", "a", 5)
     assert db.execute("SELECT fence FROM pb_locks").fetchall() == [("x",)]

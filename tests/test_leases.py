@@ -42,7 +42,7 @@ def test_holder_is_cut_off_before_its_membership_could_expire() -> None:
     keeper, membership, lost = keeper_with_membership(1.0)
     cut: list[bool] = []
     now = time.monotonic()
-    lease = keeper.hold(make_lock(30), 1, now, lambda: cut.append(True))
+    lease = keeper.hold(make_lock(30), 1, now, lambda _lease: cut.append(True))
     keeper.check(now + 0.5)
     assert not lease.lost
     keeper.check(membership.valid_until - lease.margin)

@@ -102,7 +102,7 @@ def test_iteration_runs_in_contract_order(backend, keeper) -> None:
         "unlock_records",
         "after_perform",
     ]
-    assert options["fences"] == [1]
+    assert len(options["fences"]) == 1 and options["fences"][0] > 0
 
 
 @pytest.mark.parametrize("where", ["lock_records", "process_record:1"])

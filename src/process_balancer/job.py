@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from . import defaults
@@ -42,6 +42,8 @@ class Base:
         self._stop_event = stop_event if stop_event is not None else threading.Event()
         self._sleep_for: float | None = None
         self._abort = False
+        #: Set by the runner while an iteration holds the worker lock.
+        self._lease_remaining: Callable[[], float] | None = None
 
     # -- the contract ------------------------------------------------------------------------
 
@@ -70,6 +72,19 @@ class Base:
         """Seconds the worker lock lives without renewal (option ``runtime_lock_timeout``)."""
         value = self.options.get("runtime_lock_timeout", defaults.RUNTIME_LOCK_TIMEOUT)
         return float(value)
+
+    @property
+    def lease_remaining(self) -> float:
+        """Seconds before the runner cuts this iteration off unless the worker lock and the
+        process's membership are renewed in time (they are, in the background, while the
+        backend answers); 0 outside an iteration or once cut off.
+
+        A record that takes long can check it first: a peer may take the slot over
+        ``takeover_grace`` seconds after this reaches 0, so a record that cannot end by then
+        should not start (or should write with the fencing token).
+        """
+        remaining = self._lease_remaining
+        return 0.0 if remaining is None else remaining()
 
     @property
     def stopping(self) -> bool:

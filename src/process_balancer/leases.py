@@ -30,6 +30,11 @@ class Membership:
     def extend(self, sent_at: float, expiry: float) -> None:
         self.valid_until = max(self.valid_until, sent_at + expiry)
 
+    def may_have_lapsed(self, sent_at: float, margin: float) -> bool:
+        """A heartbeat sent at ``sent_at`` may reach the backend after the membership
+        expired there (the holders were due to be cut off ``margin`` before it)."""
+        return sent_at >= self.valid_until - margin
+
     def revoke(self) -> None:
         self.valid_until = 0.0
 
@@ -43,11 +48,18 @@ class Lease:
     lock_until: float  # monotonic: the lock itself certainly lives until then
     next_renew: float
     margin: float  # the holder is cut off this long before ``deadline``
-    on_lost: Callable[[], None] | None = None
+    on_lost: Callable[[Lease], None] | None = None
     deadline: float = 0.0  # min(lock_until, membership valid_until)
     lost: bool = False
     lost_reason: str = ""
     renew_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def remaining(self) -> float:
+        """Seconds before the holder is cut off unless the lock and the membership are
+        renewed in time; 0 once it has been cut off."""
+        if self.lost:
+            return 0.0
+        return max(0.0, self.deadline - self.margin - time.monotonic())
 
 
 class LeaseKeeper:
@@ -66,10 +78,20 @@ class LeaseKeeper:
     RENEW_TICK = 0.1
     MARGIN = 0.2
 
+    #: Seconds between two attempts to release a lock whose release failed.
+    RELEASE_RETRY = 0.5
+
     def __init__(self, membership: Membership, on_lost: Callable[[Lease], None]) -> None:
         self._membership = membership
         self._on_lost = on_lost
         self._leases: set[Lease] = set()
+        #: Leases whose release failed (the backend did not answer): retried in the background
+        #: until they succeed or the lock has expired by itself, so a slot is not stranded for
+        #: the lock's TTL.
+        self._releases: list[tuple[Lease, float, float]] = []  # lease, give up at, next try
+        #: Bumped by :meth:`revoke_all`; a lock taken with an attempt started before a bump
+        #: is born lost, since its attempt may predate a lapse of the membership.
+        self.epoch = 0
         self._mutex = threading.Lock()
         self._stop = threading.Event()
         self._threads = [
@@ -95,7 +117,9 @@ class LeaseKeeper:
         driver: LockDriver,
         fence: int,
         acquired_at: float,
-        on_lost: Callable[[], None] | None = None,
+        on_lost: Callable[[Lease], None] | None = None,
+        *,
+        epoch: int | None = None,
     ) -> Lease:
         ttl = driver.ttl
         interval = driver.renew_interval
@@ -113,7 +137,20 @@ class LeaseKeeper:
         lease.deadline = min(lock_until, self._membership.valid_until)
         with self._mutex:
             self._leases.add(lease)
+            stale = epoch is not None and epoch != self.epoch
+        if stale:
+            self._cut([lease], "the membership lapsed while the lock was being taken")
         return lease
+
+    def revoke_all(self, why: str) -> int:
+        """Cut every held lease at once (the membership may have lapsed, or the backend's
+        state was lost); returns how many were cut. Their workers stop at the next record
+        boundary and take their locks afresh."""
+        with self._mutex:
+            self.epoch += 1
+            leases = [lease for lease in self._leases if not lease.lost]
+        self._cut(leases, why)
+        return len(leases)
 
     def drop(self, lease: Lease) -> None:
         with self._mutex:
@@ -139,21 +176,22 @@ class LeaseKeeper:
     def check(self, now: float) -> None:
         """Cut off every holder whose lease is within its margin of the deadline."""
         valid_until = self._membership.valid_until
+        by_membership: list[Lease] = []
+        by_lock: list[Lease] = []
         for lease in self._held():
             if lease.lost:
                 continue
             lease.deadline = min(lease.lock_until, valid_until)
             if now >= lease.deadline - lease.margin:
-                why = (
-                    "the process's membership could not be renewed in time"
-                    if valid_until <= lease.lock_until
-                    else "renewals failed until the lock was about to expire"
-                )
-                self._mark_lost(lease, why)
+                (by_membership if valid_until <= lease.lock_until else by_lock).append(lease)
+        # Every holder is cut before anything is logged: logging may block (a full pipe).
+        self._cut(by_membership, "the process's membership could not be renewed in time")
+        self._cut(by_lock, "renewals failed until the lock was about to expire")
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.RENEW_TICK):
             now = time.monotonic()
+            self._retry_releases(now)
             for lease in self._held():
                 if not lease.lost and now >= lease.next_renew:
                     try:
@@ -179,19 +217,61 @@ class LeaseKeeper:
             lease.next_renew = sent_at + min(1.0, (lease.driver.renew_interval or 1.0) / 2)
             return
         if not still_ours:
-            self._mark_lost(lease, "another process holds it now")
+            self._cut([lease], "another process holds it now")
             return
         ttl = lease.driver.ttl
         interval = lease.driver.renew_interval
         lease.lock_until = math.inf if ttl is None else sent_at + ttl
         lease.next_renew = math.inf if interval is None else sent_at + interval
 
-    def _mark_lost(self, lease: Lease, why: str) -> None:
+    def _cut(self, leases: list[Lease], why: str) -> None:
+        """Mark ``leases`` lost and tell their workers, then log (never the other way)."""
+        cut = []
+        for lease in leases:
+            with self._mutex:
+                if lease.lost:
+                    continue
+                lease.lost = True
+                lease.lost_reason = why
+            if lease.on_lost is not None:
+                lease.on_lost(lease)
+            cut.append(lease)
+        for lease in cut:
+            self._on_lost(lease)
+
+    # -- releases that failed ------------------------------------------------------------------
+
+    def release_later(self, lease: Lease) -> None:
+        """Retry the release of ``lease`` in the background (its last attempt failed)."""
+        ttl = lease.driver.ttl
+        now = time.monotonic()
+        give_up = now + (60.0 if ttl is None else ttl)
         with self._mutex:
-            if lease.lost:
-                return
-            lease.lost = True
-            lease.lost_reason = why
-        if lease.on_lost is not None:
-            lease.on_lost()
-        self._on_lost(lease)
+            self._releases.append((lease, give_up, now + self.RELEASE_RETRY))
+
+    def pending_releases(self) -> int:
+        with self._mutex:
+            return len(self._releases)
+
+    def _retry_releases(self, now: float) -> None:
+        with self._mutex:
+            due = [entry for entry in self._releases if entry[2] <= now]
+            self._releases = [entry for entry in self._releases if entry[2] > now]
+        for lease, give_up, _ in due:
+            name = lease.driver.context.name
+            try:
+                with lease.renew_lock:
+                    lease.driver.release()
+            except BackendError as exc:
+                if now < give_up:
+                    with self._mutex:
+                        self._releases.append((lease, give_up, now + self.RELEASE_RETRY))
+                    continue
+                logger.warning(
+                    "could not release worker lock %s (%s); it expires by itself", name, exc
+                )
+            except Exception:
+                logger.exception("releasing worker lock %s failed; it expires by itself", name)
+            else:
+                logger.info("worker lock %s released after a retry", name)
+            lease.driver.close()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backends.base import Backend, BackendError, CorruptStateError
 from .balancer import rebalance
+from .clock_watch import ServerClockWatch
 from .config import JobConfig, Settings
 from .job import Base
 from .leases import Lease, LeaseKeeper, Membership
@@ -95,6 +96,12 @@ class Manager:
         self._seen_assignment_version = -1
         self._slots: dict[str, tuple[int, ...]] = {}
         self._stale_since: float | None = None
+        #: The group's incarnation and the highest state version seen in it: reported with
+        #: every heartbeat so that a backend that lost or rolled back the state is noticed.
+        self.incarnation = ""
+        self._max_version = 0
+        self._clock = ServerClockWatch()
+        self._corrupt_reported: str | None = None
         self.started_at = time.time()
         self.membership = Membership()
         self.notifier = Notifier()
@@ -178,6 +185,16 @@ class Manager:
                     # Beat again just after the soonest peer deadline: if that peer is dead,
                     # this beat prunes it and its slots move at once.
                     timeout = min(timeout, next_expiry + 0.01)
+            except CorruptStateError as exc:
+                # Not retried faster than the interval: only a person (or `repair`) fixes it.
+                failures += 1
+                if str(exc) != self._corrupt_reported:
+                    self._corrupt_reported = str(exc)
+                    logger.error(
+                        "heartbeat refused: %s; this process runs no slot until it can read "
+                        "the group's state again",
+                        exc,
+                    )
             except BackendError as exc:
                 failures += 1
                 timeout = min(self.settings.heartbeat_interval, 0.1 * 2**failures)
@@ -199,12 +216,17 @@ class Manager:
                 if time.monotonic() >= stop_deadline:
                     logger.warning(
                         "shutdown_timeout of %.0fs passed; exiting with %d iteration(s) still "
-                        "running: %s",
+                        "running: %s. This process does not leave the group: its membership "
+                        "expires in %.1fs, and peers take its slots over after that plus "
+                        "takeover_grace, never while these records could still be running",
                         self.settings.shutdown_timeout,
                         len(alive),
                         ", ".join(f"{w.spec.job_id}:{w.spec.worker_index}" for w in alive),
+                        max(0.0, self.membership.valid_until - time.monotonic()),
                     )
-                    break
+                    self._listener_stop.set()
+                    self.keeper.stop()
+                    return 0
                 timeout = min(timeout, 0.05)
             self._wake.wait(timeout)
         self._leave()
@@ -222,29 +244,75 @@ class Manager:
                 failures,
             )
 
+    @property
+    def _hold(self) -> float:
+        """Seconds a new incarnation grants no worker lock: the holders of the old one stop
+        by then, their memberships having lapsed (each job adds its takeover_grace)."""
+        return self.settings.process_expiry
+
     def _beat(self) -> tuple[float | None, float | None]:
         """One heartbeat; returns (seconds to the next worker restart, to the next expiry)."""
         sent_at = time.monotonic()
+        # Decided before sending: a heartbeat sent this late may reach the backend after the
+        # membership expired there, and a peer may have taken over the slots meanwhile.
+        late = self._joined_once and self.membership.may_have_lapsed(sent_at, self.keeper.MARGIN)
         result = self.backend.heartbeat(
             self.identity,
             traits=self._traits(),
             info=self._info(),
             expiry=self.settings.process_expiry,
             seen_assignment_version=self._seen_assignment_version,
+            known_incarnation=self.incarnation,
+            known_version=self._max_version,
+            hold=self._hold,
         )
+        received_at = time.monotonic()
+        self._corrupt_reported = None
+        reasons = []
+        if self._joined_once and result.joined:
+            reasons.append(
+                f"its membership had expired (no heartbeat for {self.settings.process_expiry:g}s)"
+            )
+        elif late:
+            reasons.append("its heartbeat was sent too late to keep its membership")
+        if self.incarnation and result.incarnation != self.incarnation:
+            reasons.append(
+                "the backend lost or replaced the group's state "
+                f"({result.new_incarnation or 'a new incarnation began'})"
+            )
+            self._clock.forget()
+        incarnation = result.incarnation
+        step = self._clock.observe(result.server_time, sent_at, received_at)
+        if step > 0:
+            reasons.append(f"the backend's clock jumped {step:.1f}s forward")
+            incarnation = self.backend.reset_incarnation(incarnation, self._hold)
+            self._clock.forget()
+        elif step < 0:
+            logger.warning(
+                "the backend's clock jumped %.1fs back; memberships and locks live longer on "
+                "it until it catches up (crashed processes are noticed later), nothing else",
+                -step,
+            )
+        if reasons:
+            # Before the membership is extended: every iteration stops, and the locks are
+            # taken afresh, by this process or by a peer that has taken them over.
+            cut = self.keeper.revoke_all("; ".join(reasons))
+            logger.warning(
+                "process %s: %s; %d running iteration(s) stop at their next record and take "
+                "their worker locks afresh",
+                self.identity,
+                "; ".join(reasons),
+                cut,
+            )
+        if incarnation != self.incarnation:
+            self._max_version = 0
+            self.incarnation = incarnation
+        self._max_version = max(self._max_version, result.version, result.assignment_version)
         self.membership.extend(sent_at, self.settings.process_expiry)
         if self.metrics is not None:
-            self.metrics.observe_heartbeat(time.monotonic() - sent_at)
+            self.metrics.observe_heartbeat(received_at - sent_at)
         self.keeper.refresh()
-        if result.joined:
-            if self._joined_once:
-                logger.warning(
-                    "membership of %s had expired (no heartbeat for %.0fs); rejoined, peers may "
-                    "have taken over its slots",
-                    self.identity,
-                    self.settings.process_expiry,
-                )
-            self._joined_once = True
+        self._joined_once = True
         for command in result.commands:
             self._command(command)
         if result.slots is not None:
@@ -341,6 +409,7 @@ class Manager:
             holder=self.identity,
             ttl=entry.config.runtime_lock_timeout,
             options=entry.config.options,
+            grace=entry.config.takeover_grace,
         )
         return WorkerSpec(
             job_id=job_id,

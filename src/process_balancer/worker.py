@@ -62,6 +62,7 @@ class Worker:
         self._wake = threading.Event()
         self._halt = False  # end the worker after the current iteration
         self._cut = False  # end the current iteration at the next record boundary
+        self._lease: Lease | None = None  # the lock the current iteration holds
         self.outcome: str | None = None
         self.error: str | None = None
         self.stop_reason = ""
@@ -143,12 +144,15 @@ class Worker:
                 self.skipped += 1
                 return
             job.fencing_token = lease.fence
+            job._lease_remaining = lease.remaining
             self.iteration_started = time.time()
             began = time.monotonic()
             try:
                 self._process(job, lease)
             finally:
                 self.iteration_started = None
+                job._lease_remaining = None
+                self._lease = None
                 self._keeper.drop(lease)
                 self._release(lease)
                 if lease.lost:
@@ -217,6 +221,7 @@ class Worker:
                     self._wake.wait(delay)
                     delay = min(delay * 2, ACQUIRE_RETRY_MAX)
                     continue
+                epoch = self._keeper.epoch
                 attempt_at = time.monotonic()
                 try:
                     fence = driver.try_acquire()
@@ -237,9 +242,15 @@ class Worker:
                     self._cut = False
                     if self._halt:
                         self._cut = True
-                    lease = self._keeper.hold(driver, fence, attempt_at, self._cut_iteration)
+                    lease = self._keeper.hold(
+                        driver, fence, attempt_at, self._lease_lost, epoch=epoch
+                    )
+                    self._lease = lease
+                    if lease.lost:  # cut before it was this worker's current lease
+                        self._cut = True
                     held = True
                     if self._halt:
+                        self._lease = None
                         self._keeper.drop(lease)
                         self._release(lease)
                         return None
@@ -263,8 +274,10 @@ class Worker:
             if not held:
                 driver.close()
 
-    def _cut_iteration(self) -> None:
-        self._cut = True
+    def _lease_lost(self, lease: Lease) -> None:
+        # A renewal answer may arrive after its iteration ended: it must not cut the next one.
+        if lease is self._lease:
+            self._cut = True
 
     def _release(self, lease: Lease) -> None:
         try:
@@ -272,10 +285,15 @@ class Worker:
                 lease.driver.release()
         except BackendError as exc:
             logger.warning(
-                "job %s worker %d: could not release the worker lock (%s); it expires by itself",
+                "job %s worker %d: could not release the worker lock (%s); retrying in the "
+                "background",
                 self.spec.job_id,
                 self.spec.worker_index,
                 exc,
             )
-        finally:
+            self._keeper.release_later(lease)
+            return
+        except BaseException:
             lease.driver.close()
+            raise
+        lease.driver.close()

@@ -48,6 +48,13 @@ class HeartbeatResult:
     #: seconds until the soonest heartbeat deadline of another member (None: no other member),
     #: so a crashed peer is pruned right when it expires, not up to an interval later
     next_expiry: float | None = None
+    #: the group's incarnation: changes when the backend lost or replaced the group's state
+    #: (restarted empty, restored, failed over) or when a process saw its clock jump
+    incarnation: str = ""
+    #: the backend's clock when it ran the heartbeat (seconds since the epoch)
+    server_time: float | None = None
+    #: why a new incarnation began with this heartbeat ("" when it did not)
+    new_incarnation: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,12 +104,27 @@ class Backend(abc.ABC):
         info: Mapping[str, Any],
         expiry: float,
         seen_assignment_version: int,
+        known_incarnation: str = "",
+        known_version: int = 0,
+        hold: float = 0.0,
     ) -> HeartbeatResult:
         """Refresh ``identity``'s membership for ``expiry`` seconds and prune expired members.
 
         Costs a bounded amount of work when membership is unchanged, whatever the group size.
         Pending remote commands for ``identity`` are returned and removed.
+
+        The group's incarnation begins anew when the backend has no state for the group while
+        the caller knew one (``known_incarnation``), when the server is not the one that
+        created the incarnation (restart, failover), or when the stored state version is
+        older than ``known_version``, the highest the caller has seen (a restore). A new
+        incarnation grants no worker lock for ``hold`` seconds (a group that is simply new
+        starts without that wait).
         """
+
+    @abc.abstractmethod
+    def reset_incarnation(self, expected: str, hold: float) -> str:
+        """Begin a new incarnation if the current one is ``expected``; no worker lock is
+        granted for ``hold`` seconds. Returns the incarnation now current."""
 
     @abc.abstractmethod
     def leave(self, identity: str) -> None:
@@ -180,16 +202,24 @@ class Backend(abc.ABC):
     # -- worker locks ------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def lock_acquire(self, name: str, holder: str, ttl: float) -> Acquired | None:
+    def lock_acquire(
+        self, name: str, holder: str, ttl: float, *, grace: float = 0.0
+    ) -> Acquired | None:
         """Take lock ``name`` for ``holder`` for ``ttl`` seconds.
 
-        Succeeds if the lock is free, expired, or held by a member whose membership has
-        expired. Every success increments the lock's fencing token.
+        Succeeds if the lock is free, expired, held by ``holder`` itself (a lock left by a
+        release or an acquire whose answer was lost), held in an earlier incarnation of the
+        group, or held by a member whose membership expired at least ``grace`` seconds ago.
+        Fails while a new incarnation grants no locks (plus ``grace``). Every success gives a
+        fencing token greater than every earlier one of this lock, also across a backend
+        that restarted empty or went back to an older state (it is at least the backend's
+        clock in microseconds).
         """
 
     @abc.abstractmethod
-    def lock_renew(self, name: str, token: str, ttl: float) -> bool:
-        """Extend the lock if ``token`` still holds it; False means it is lost."""
+    def lock_renew(self, name: str, token: str, ttl: float, *, grace: float = 0.0) -> bool:
+        """Extend the lock to ``ttl`` (plus ``grace``, as at acquisition) if ``token`` still
+        holds it in the group's current incarnation; False means it is lost."""
 
     @abc.abstractmethod
     def lock_release(self, name: str, token: str) -> bool:

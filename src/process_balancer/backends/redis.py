@@ -46,6 +46,7 @@ _SCRIPTS = (
     "send_command",
     "pause",
     "resume",
+    "reset_incarnation",
 )
 
 
@@ -82,6 +83,8 @@ class RedisBackend(Backend):
         self._unplaced = f"{prefix}unplaced"
         self._counts = f"{prefix}counts"
         self._paused = f"{prefix}paused"
+        self._incarnation = f"{prefix}incarnation"
+        self._departed = f"{prefix}departed"
         self._prefix = prefix
 
     def key(self, *parts: str) -> str:
@@ -114,8 +117,11 @@ class RedisBackend(Backend):
         info: Mapping[str, Any],
         expiry: float,
         seen_assignment_version: int,
+        known_incarnation: str = "",
+        known_version: int = 0,
+        hold: float = 0.0,
     ) -> HeartbeatResult:
-        joined, changed, version, av, slots_raw, commands_raw, next_expiry_ms = self._run(
+        reply = self._run(
             "heartbeat",
             [
                 self._members,
@@ -125,6 +131,8 @@ class RedisBackend(Backend):
                 self._assignment_version,
                 self._assignment,
                 self._commands_key(identity),
+                self._incarnation,
+                self._departed,
             ],
             [
                 identity,
@@ -134,8 +142,29 @@ class RedisBackend(Backend):
                 str(seen_assignment_version),
                 self.channel,
                 PRUNE_BATCH,
+                max(0, int(hold * 1000)),
+                known_incarnation,
+                known_version,
             ],
         )
+        if reply and reply[0] == -1:
+            raise CorruptStateError(
+                f"{reply[1]} holds {reply[2]!r}, expected an integer; run "
+                "`process-balancer repair` to rebuild the group's derived state"
+            )
+        (
+            joined,
+            changed,
+            version,
+            av,
+            slots_raw,
+            commands_raw,
+            next_expiry_ms,
+            incarnation,
+            now_ms,
+            _grants_at,
+            why,
+        ) = reply
         slots = None
         if slots_raw is not None:
             slots = _parse_slots(slots_raw, f"{self._assignment}[{identity}]")
@@ -157,7 +186,18 @@ class RedisBackend(Backend):
             slots=slots,
             commands=commands,
             next_expiry=None if int(next_expiry_ms) < 0 else int(next_expiry_ms) / 1000.0,
+            incarnation=str(incarnation),
+            server_time=int(now_ms) / 1000.0,
+            new_incarnation=str(why or ""),
         )
+
+    def reset_incarnation(self, expected: str, hold: float) -> str:
+        current = self._run(
+            "reset_incarnation",
+            [self._incarnation, self._version],
+            [expected, max(0, int(hold * 1000)), self.channel],
+        )
+        return str(current)
 
     def leave(self, identity: str) -> None:
         self._run(
@@ -376,20 +416,28 @@ class RedisBackend(Backend):
 
     # -- worker locks ------------------------------------------------------------------------
 
-    def lock_acquire(self, name: str, holder: str, ttl: float) -> Acquired | None:
+    def lock_acquire(
+        self, name: str, holder: str, ttl: float, *, grace: float = 0.0
+    ) -> Acquired | None:
         token = secrets.token_hex(12)
         result = self._run(
             "lock_acquire",
-            [self.key("lock", name), self.key("fence", name), self._members],
-            [token, holder, max(1, int(ttl * 1000))],
+            [
+                self.key("lock", name),
+                self.key("fence", name),
+                self._members,
+                self._incarnation,
+                self._departed,
+            ],
+            [token, holder, max(1, int((ttl + grace) * 1000)), max(0, int(grace * 1000))],
         )
         status = int(result[0])
         if status == -1:
             raise CorruptStateError(
-                f"worker lock {self.key('lock', name)} holds {result[1]!r}, which is not a "
-                "process-balancer lock; delete that key if nothing else uses it"
+                f"{result[1]} holds {result[2]!r}, which is not a process-balancer lock; "
+                "delete that key if nothing else uses it"
             )
-        if status == 0:
+        if status in (0, 3, 4):
             return None
         if status == 2:
             logger.warning(
@@ -399,9 +447,11 @@ class RedisBackend(Backend):
             )
         return Acquired(token=token, fence=int(result[1]))
 
-    def lock_renew(self, name: str, token: str, ttl: float) -> bool:
+    def lock_renew(self, name: str, token: str, ttl: float, *, grace: float = 0.0) -> bool:
         renewed = self._run(
-            "lock_renew", [self.key("lock", name)], [token, max(1, int(ttl * 1000))]
+            "lock_renew",
+            [self.key("lock", name), self._incarnation],
+            [token, max(1, int((ttl + grace) * 1000))],
         )
         return bool(renewed)
 

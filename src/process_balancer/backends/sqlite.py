@@ -76,23 +76,49 @@ class SQLiteBackend(Backend):
         info: Mapping[str, Any],
         expiry: float,
         seen_assignment_version: int,
+        known_incarnation: str = "",
+        known_version: int = 0,
+        hold: float = 0.0,
     ) -> HeartbeatResult:
         ns = self.namespace
         traits_json = _dumps(traits)
         with self.db.transaction() as conn:
             now = time.time()  # read once the write lock is held: deadlines only move later
             changed = False
+            current = self.scope.incarnation(conn)
+            why = ""
+            if current is None:
+                if known_incarnation:
+                    why = "the backend no longer has the group state"
+            elif known_incarnation == current[0] and self.scope.versions(conn)[0] < known_version:
+                why = "the backend state went back to an older version"
+            if current is None or why:
+                incarnation = self.scope.new_incarnation(conn, now, now + hold if why else 0.0)
+                changed = True
+            else:
+                incarnation = current[0]
             expired = conn.execute(
-                "SELECT identity FROM pb_members WHERE namespace = ? AND deadline <= ? "
+                "SELECT identity, deadline FROM pb_members WHERE namespace = ? AND deadline <= ? "
                 "ORDER BY deadline LIMIT ?",
                 (ns, now, PRUNE_BATCH),
             ).fetchall()
-            for (member,) in expired:
+            for member, member_deadline in expired:
                 if member != identity:
                     conn.execute(
                         "DELETE FROM pb_members WHERE namespace = ? AND identity = ?", (ns, member)
                     )
+                    # Remembered so its worker locks are taken over only takeover_grace later.
+                    conn.execute(
+                        "INSERT INTO pb_departed (namespace, identity, deadline) "
+                        "VALUES (?, ?, ?) ON CONFLICT (namespace, identity) "
+                        "DO UPDATE SET deadline = excluded.deadline",
+                        (ns, member, member_deadline),
+                    )
                     changed = True
+            if changed:
+                conn.execute(
+                    "DELETE FROM pb_departed WHERE namespace = ? AND deadline < ?", (ns, now - 3600)
+                )
             old = conn.execute(
                 "SELECT deadline, traits FROM pb_members WHERE namespace = ? AND identity = ?",
                 (ns, identity),
@@ -150,7 +176,20 @@ class SQLiteBackend(Backend):
             slots=slots,
             commands=self._commands(identity, commands_raw, now),
             next_expiry=next_expiry,
+            incarnation=incarnation,
+            server_time=now,
+            new_incarnation=why,
         )
+
+    def reset_incarnation(self, expected: str, hold: float) -> str:
+        with self.db.transaction() as conn:
+            current = self.scope.incarnation(conn)
+            if current is None or current[0] != expected:
+                return "" if current is None else current[0]
+            now = time.time()
+            incarnation = self.scope.new_incarnation(conn, now, now + hold)
+            self.scope.bump(conn)
+            return incarnation
 
     def _commands(self, identity: str, rows: list[Any], now: float) -> list[dict[str, Any]]:
         commands = []
@@ -351,11 +390,13 @@ class SQLiteBackend(Backend):
 
     # -- worker locks ------------------------------------------------------------------------
 
-    def lock_acquire(self, name: str, holder: str, ttl: float) -> Acquired | None:
-        return self._locks.acquire(name, holder, ttl)
+    def lock_acquire(
+        self, name: str, holder: str, ttl: float, *, grace: float = 0.0
+    ) -> Acquired | None:
+        return self._locks.acquire(name, holder, ttl, grace)
 
-    def lock_renew(self, name: str, token: str, ttl: float) -> bool:
-        return self._locks.renew(name, token, ttl)
+    def lock_renew(self, name: str, token: str, ttl: float, *, grace: float = 0.0) -> bool:
+        return self._locks.renew(name, token, ttl + grace)
 
     def lock_release(self, name: str, token: str) -> bool:
         return self._locks.release(name, token)

@@ -12,6 +12,7 @@ which never waits for, nor holds up, a writer.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -74,10 +75,30 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+        _add_missing_columns(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+#: Columns added to tables after their first release: (table, column, declaration).
+_ADDED_COLUMNS = (("pb_locks", "incarnation", "TEXT"),)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a file written by an earlier version up to date (one writer at a time)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column, declaration in _ADDED_COLUMNS:
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
 
 
 def emit(conn: sqlite3.Connection, namespace: str, message: str) -> None:
@@ -179,6 +200,35 @@ class Scope:
         )
         emit(conn, self.namespace, "state")
         return version
+
+    def incarnation(self, conn: sqlite3.Connection) -> tuple[str, float] | None:
+        """The group's incarnation id and the time it grants locks from, if it has one."""
+        row = conn.execute(
+            "SELECT id, grants_at FROM pb_incarnations WHERE namespace = ?", (self.namespace,)
+        ).fetchone()
+        if row is None:
+            return None
+        grants_at = seconds(row[1])
+        return str(row[0]), 0.0 if grants_at is None else grants_at
+
+    def new_incarnation(self, conn: sqlite3.Connection, now: float, grants_at: float) -> str:
+        """Begin a new incarnation granting locks from ``grants_at``; returns its id."""
+        incarnation = f"sqlite.{int(now * 1_000_000)}.{secrets.token_hex(2)}"
+        conn.execute(
+            "INSERT INTO pb_incarnations (namespace, id, grants_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (namespace) DO UPDATE SET id = excluded.id, "
+            "grants_at = excluded.grants_at",
+            (self.namespace, incarnation, grants_at),
+        )
+        return incarnation
+
+    def departed(self, conn: sqlite3.Connection, identity: str) -> float | None:
+        """The deadline of ``identity`` if it was pruned in the last hour."""
+        row = conn.execute(
+            "SELECT deadline FROM pb_departed WHERE namespace = ? AND identity = ?",
+            (self.namespace, identity),
+        ).fetchone()
+        return None if row is None else seconds(row[0])
 
     def deadline(self, conn: sqlite3.Connection, identity: str) -> float | None:
         """The membership deadline of ``identity``, None if it is not (readably) a member."""

@@ -19,19 +19,24 @@ class LockTable:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
 
-    def acquire(self, name: str, holder: str, ttl: float) -> Acquired | None:
+    def acquire(self, name: str, holder: str, ttl: float, grace: float) -> Acquired | None:
         token = secrets.token_hex(12)
         previous: str | None = None
         with self.scope.db.transaction() as conn:
             now = time.time()
+            incarnation = self.scope.incarnation(conn)
+            if incarnation is None or now < incarnation[1] + grace:
+                # No heartbeat has reached this file since it lost the group's state, or a new
+                # incarnation is waiting for the holders of the old one to stop.
+                return None
             row = conn.execute(
-                "SELECT token, fence, holder, expires_at FROM pb_locks "
+                "SELECT token, fence, holder, expires_at, incarnation FROM pb_locks "
                 "WHERE namespace = ? AND name = ?",
                 (self.scope.namespace, name),
             ).fetchone()
             fence = 0
             if row is not None:
-                current, fence_raw, current_holder, expires_at = row
+                current, fence_raw, current_holder, expires_at, lock_incarnation = row
                 expires = seconds(expires_at)
                 readable = (
                     isinstance(fence_raw, int)
@@ -45,20 +50,36 @@ class LockTable:
                         "that row if nothing else uses it"
                     )
                 fence = int(fence_raw)
-                if current is not None and expires is not None and expires > now:
-                    # The lock names its holder: a crashed holder's lock is free as soon as
-                    # its membership has expired, not after the lock's whole TTL.
+                live = current is not None and expires is not None and expires > now
+                # Written by an earlier version (no incarnation): as if in the current one.
+                same_incarnation = lock_incarnation in (None, incarnation[0])
+                if live and current_holder != holder and same_incarnation:
+                    # The lock names its holder: a crashed holder's lock is free takeover_grace
+                    # after its membership expired, not after the lock's whole TTL.
                     deadline = self.scope.deadline(conn, str(current_holder))
-                    if deadline is not None and deadline > now:
+                    if deadline is None:
+                        deadline = self.scope.departed(conn, str(current_holder))
+                    if deadline is not None and deadline + grace > now:
                         return None
                     previous = str(current_holder)
-            fence += 1
+            # At least the clock in microseconds: tokens keep increasing even if the file is
+            # replaced by an older copy.
+            fence = max(fence + 1, int(now * 1_000_000))
             conn.execute(
-                "INSERT INTO pb_locks (namespace, name, token, fence, holder, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (namespace, name) DO UPDATE SET "
+                "INSERT INTO pb_locks "
+                "(namespace, name, token, fence, holder, expires_at, incarnation) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (namespace, name) DO UPDATE SET "
                 "token = excluded.token, fence = excluded.fence, holder = excluded.holder, "
-                "expires_at = excluded.expires_at",
-                (self.scope.namespace, name, token, fence, holder, now + max(0.001, ttl)),
+                "expires_at = excluded.expires_at, incarnation = excluded.incarnation",
+                (
+                    self.scope.namespace,
+                    name,
+                    token,
+                    fence,
+                    holder,
+                    now + max(0.001, ttl + grace),
+                    incarnation[0],
+                ),
             )
         if previous is not None:
             logger.warning(
@@ -71,7 +92,9 @@ class LockTable:
             now = time.time()
             renewed = conn.execute(
                 "UPDATE pb_locks SET expires_at = ? "
-                "WHERE namespace = ? AND name = ? AND token = ? AND expires_at > ?",
+                "WHERE namespace = ? AND name = ? AND token = ? AND expires_at > ? "
+                "AND (incarnation IS NULL OR incarnation = "
+                "(SELECT id FROM pb_incarnations WHERE namespace = pb_locks.namespace))",
                 (now + max(0.001, ttl), self.scope.namespace, name, token, now),
             ).rowcount
         return renewed == 1

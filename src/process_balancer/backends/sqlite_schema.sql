@@ -80,6 +80,24 @@ CREATE TABLE IF NOT EXISTS pb_locks (
     PRIMARY KEY (namespace, name)
 );
 
+-- The incarnation of each group: a new one begins when the file no longer has the group's
+-- state while a process knew it, or holds an older state than a process has seen (a restored
+-- copy). No worker lock is granted before grants_at.
+CREATE TABLE IF NOT EXISTS pb_incarnations (
+    namespace TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    grants_at REAL NOT NULL
+);
+
+-- Members pruned in the last hour with their deadlines: their worker locks are taken over
+-- only takeover_grace after that deadline.
+CREATE TABLE IF NOT EXISTS pb_departed (
+    namespace TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    deadline REAL NOT NULL,
+    PRIMARY KEY (namespace, identity)
+);
+
 -- Wake-ups (SQLite has no notifications): listeners poll for rows past the last seq they saw.
 -- Only the most recent rows are kept.
 CREATE TABLE IF NOT EXISTS pb_events (

@@ -22,6 +22,9 @@ class LockContext:
     holder: str  # identity of the process taking the lock
     ttl: float  # seconds the lock lives without renewal (runtime_lock_timeout)
     options: Mapping[str, Any] = field(default_factory=dict)  # the job's config entry
+    #: seconds past a holder's deadline before another process may take the lock over
+    #: (the job's ``takeover_grace``): a holder that is cut off ends its record meanwhile
+    grace: float = 0.0
 
     @property
     def name(self) -> str:

@@ -20,8 +20,9 @@ class SimpleRedisLock(LockDriver):
         self._token: str | None = None
 
     def try_acquire(self) -> int | None:
-        acquired = self.context.backend.lock_acquire(
-            self.context.name, self.context.holder, self.context.ttl
+        context = self.context
+        acquired = context.backend.lock_acquire(
+            context.name, context.holder, context.ttl, grace=context.grace
         )
         if acquired is None:
             return None
@@ -31,12 +32,18 @@ class SimpleRedisLock(LockDriver):
     def renew(self) -> bool:
         if self._token is None:
             return False
-        return self.context.backend.lock_renew(self.context.name, self._token, self.context.ttl)
+        context = self.context
+        return context.backend.lock_renew(
+            context.name, self._token, context.ttl, grace=context.grace
+        )
 
     def release(self) -> None:
-        token, self._token = self._token, None
+        # The token is forgotten only once the backend answered, so a failed release can be
+        # retried; the lock's key outlives its TTL by the grace, like at acquisition.
+        token = self._token
         if token is not None:
             self.context.backend.lock_release(self.context.name, token)
+            self._token = None
 
     def wait_hint(self) -> str | None:
         return f"released {self.context.name}"

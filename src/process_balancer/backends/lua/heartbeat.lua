@@ -1,22 +1,83 @@
 -- Refresh one member's heartbeat, prune expired members, return what changed.
 -- Bounded work when membership is unchanged: a few O(log P) commands, whatever P is.
 -- KEYS: members (zset identity -> deadline ms), traits (hash), info (hash), version,
---       assignment_version, assignment (hash), commands list of this member
+--       assignment_version, assignment (hash), commands list of this member,
+--       incarnation (hash: id, server, grants_at), departed (zset identity -> deadline ms)
 -- ARGV: identity, traits json, info json, expiry ms, seen assignment version, channel,
---       most expired members pruned per call
+--       most expired members pruned per call, hold ms (no worker lock is granted this long
+--       after a new incarnation), incarnation the caller knows ('' if none), highest state
+--       version the caller has seen
+-- Returns {joined, changed, version, assignment version, slots or false, commands,
+--          ms to the soonest other deadline or -1, incarnation id, server time ms,
+--          grants_at ms, why a new incarnation began ('' if none)}
+-- or {-1, key, value} when a key holds something this script cannot read.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local identity = ARGV[1]
+local hold = tonumber(ARGV[8])
+local known = ARGV[9]
 local changed = 0
 
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[7]))
-for _, member in ipairs(expired) do
+local raw_version = redis.call('GET', KEYS[4])
+local stored_version = tonumber(raw_version or '0')
+if stored_version == nil then
+  return {-1, KEYS[4], raw_version}
+end
+local raw_av = redis.call('GET', KEYS[5]) or '0'
+if tonumber(raw_av) == nil then
+  return {-1, KEYS[5], raw_av}
+end
+
+-- The group's incarnation. A new one begins when this server has never seen the group (or
+-- forgot it), when the server itself changed (a restart loads an older snapshot or nothing; a
+-- failover promotes a replica that may have missed writes), or when a caller has seen a
+-- newer state than the one stored. Processes that held slots in the old incarnation may still
+-- run them, so no worker lock is granted before grants_at: by then their memberships, which
+-- this server can no longer see, must have lapsed.
+local server = redis.call('INFO', 'server')
+local run_id = string.match(server, 'run_id:(%w+)') or '?'
+local uptime_ms = (tonumber(string.match(server, 'uptime_in_seconds:(%d+)')) or 0) * 1000
+local inc = redis.call('HMGET', KEYS[8], 'id', 'server', 'grants_at')
+local why = ''
+if not inc[1] then
+  if known ~= '' then
+    why = 'the backend no longer has the group state'
+  elseif uptime_ms < hold then
+    why = 'the backend server has just started'
+  end
+elseif inc[2] ~= run_id then
+  why = 'the backend server changed (a restart or a failover)'
+elseif known == inc[1] and stored_version < tonumber(ARGV[10]) then
+  why = 'the backend state went back to an older version'
+end
+local grants_at = tonumber(inc[3] or '0') or 0
+local incarnation = inc[1]
+if not inc[1] or why ~= '' then
+  incarnation = string.sub(run_id, 1, 8) .. '.' .. t[1] .. string.format('%06d', tonumber(t[2]))
+  grants_at = 0
+  if why ~= '' then
+    grants_at = now + hold
+  end
+  redis.call('DEL', KEYS[8])
+  redis.call('HSET', KEYS[8], 'id', incarnation, 'server', run_id, 'grants_at', grants_at)
+  changed = 1
+end
+
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0,
+  tonumber(ARGV[7]))
+for i = 1, #expired, 2 do
+  local member = expired[i]
   if member ~= identity then
     redis.call('ZREM', KEYS[1], member)
     redis.call('HDEL', KEYS[2], member)
     redis.call('HDEL', KEYS[3], member)
+    -- Remembered so that its worker locks are taken over only takeover_grace after it.
+    redis.call('ZADD', KEYS[9], expired[i + 1], member)
     changed = 1
   end
+end
+if changed == 1 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - 3600000)
 end
 
 -- A member whose deadline passed is treated as new: peers may already have taken its locks.
@@ -34,17 +95,14 @@ if redis.call('HGET', KEYS[2], identity) ~= ARGV[2] then
 end
 redis.call('HSET', KEYS[3], identity, ARGV[3])
 
-local version
+local version = stored_version
 if changed == 1 then
   version = redis.call('INCR', KEYS[4])
   redis.call('PUBLISH', ARGV[6], 'state')
-else
-  version = tonumber(redis.call('GET', KEYS[4]) or '0')
 end
 
-local av = redis.call('GET', KEYS[5]) or '0'
 local slots = false
-if av ~= ARGV[5] then
+if raw_av ~= ARGV[5] then
   slots = redis.call('HGET', KEYS[6], identity) or '{}'
 end
 
@@ -61,4 +119,5 @@ for i = 1, #soonest, 2 do
     break
   end
 end
-return {joined, changed, version, av, slots, commands, next_expiry}
+return {joined, changed, version, raw_av, slots, commands, next_expiry, incarnation, now,
+  grants_at, why}

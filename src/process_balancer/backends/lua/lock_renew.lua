@@ -1,7 +1,12 @@
--- Extend a worker lock only if the caller's token still holds it.
--- KEYS: lock; ARGV: token, ttl ms
+-- Extend a worker lock only if the caller's token still holds it in the group's current
+-- incarnation (a lock restored from an older state of the backend is not renewed).
+-- KEYS: lock, incarnation (hash); ARGV: token, key ttl ms
 local current = redis.call('GET', KEYS[1])
 if current and string.sub(current, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
+  local lock_inc = string.match(current, '^%S+ %d+ (%S+) %S+$')
+  if lock_inc ~= nil and lock_inc ~= redis.call('HGET', KEYS[2], 'id') then
+    return 0
+  end
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
   return 1
 end

@@ -94,13 +94,15 @@ class PostgresBackend(Backend):
                 ("pause", 4),
                 ("resume", 3),
                 ("ack_command", 5),
-                ("lock_acquire", 5),
+                ("lock_acquire", 6),
+                ("reset_incarnation", 4),
                 ("lock_renew", 4),
                 ("lock_release", 4),
             )
         }
         self._sql["heartbeat"] = (
-            f"SELECT * FROM {self._s}.pb_heartbeat(%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s)"
+            f"SELECT * FROM {self._s}.pb_heartbeat("
+            "%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s, %s, %s)"
         )
         self._sql["write_assignment"] = (
             f"SELECT * FROM {self._s}.pb_write_assignment(%s, %s, %s::jsonb, %s::jsonb, %s)"
@@ -149,8 +151,22 @@ class PostgresBackend(Backend):
         info: Mapping[str, Any],
         expiry: float,
         seen_assignment_version: int,
+        known_incarnation: str = "",
+        known_version: int = 0,
+        hold: float = 0.0,
     ) -> HeartbeatResult:
-        joined, changed, version, av, slots_raw, commands_raw, next_expiry_ms = self._fetch(
+        (
+            joined,
+            changed,
+            version,
+            av,
+            slots_raw,
+            commands_raw,
+            next_expiry_ms,
+            incarnation,
+            server_time,
+            why,
+        ) = self._fetch(
             "heartbeat",
             (
                 self.namespace,
@@ -161,6 +177,9 @@ class PostgresBackend(Backend):
                 seen_assignment_version,
                 self.channel,
                 PRUNE_BATCH,
+                max(0, int(hold * 1000)),
+                known_incarnation,
+                known_version,
             ),
         )
         slots = None
@@ -180,7 +199,17 @@ class PostgresBackend(Backend):
             slots=slots,
             commands=commands,
             next_expiry=None if next_expiry_ms is None else int(next_expiry_ms) / 1000.0,
+            incarnation=str(incarnation),
+            server_time=float(server_time),
+            new_incarnation=str(why or ""),
         )
+
+    def reset_incarnation(self, expected: str, hold: float) -> str:
+        (current,) = self._fetch(
+            "reset_incarnation",
+            (self.namespace, expected, max(0, int(hold * 1000)), self.channel),
+        )
+        return str(current)
 
     def leave(self, identity: str) -> None:
         self._fetch("leave", (self.namespace, identity, self.channel))
@@ -310,10 +339,20 @@ class PostgresBackend(Backend):
 
     # -- worker locks ------------------------------------------------------------------------
 
-    def lock_acquire(self, name: str, holder: str, ttl: float) -> Acquired | None:
+    def lock_acquire(
+        self, name: str, holder: str, ttl: float, *, grace: float = 0.0
+    ) -> Acquired | None:
         token = secrets.token_hex(12)
         status, fence, previous = self._fetch(
-            "lock_acquire", (self.namespace, name, token, holder, max(1, int(ttl * 1000)))
+            "lock_acquire",
+            (
+                self.namespace,
+                name,
+                token,
+                holder,
+                max(1, int(ttl * 1000)),
+                max(0, int(grace * 1000)),
+            ),
         )
         if status == 0:
             return None
@@ -323,9 +362,9 @@ class PostgresBackend(Backend):
             )
         return Acquired(token=token, fence=int(fence))
 
-    def lock_renew(self, name: str, token: str, ttl: float) -> bool:
+    def lock_renew(self, name: str, token: str, ttl: float, *, grace: float = 0.0) -> bool:
         (renewed,) = self._fetch(
-            "lock_renew", (self.namespace, name, token, max(1, int(ttl * 1000)))
+            "lock_renew", (self.namespace, name, token, max(1, int((ttl + grace) * 1000)))
         )
         return bool(renewed)
 

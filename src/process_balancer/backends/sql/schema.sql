@@ -63,6 +63,23 @@ CREATE TABLE IF NOT EXISTS {schema}.pb_acks (
     PRIMARY KEY (namespace, command_id, identity)
 );
 
+-- The group's incarnation (see pb_heartbeat): a new one begins when the server changed
+-- (restart, failover), when the group's row is gone while a process knew it, or when the
+-- stored version is older than one a process has seen (a restore). No worker lock is granted
+-- before grants_at.
+ALTER TABLE {schema}.pb_groups ADD COLUMN IF NOT EXISTS incarnation text;
+ALTER TABLE {schema}.pb_groups ADD COLUMN IF NOT EXISTS incarnation_server text;
+ALTER TABLE {schema}.pb_groups ADD COLUMN IF NOT EXISTS grants_at timestamptz;
+
+-- Members pruned in the last hour with their deadlines: their worker locks are taken over
+-- only takeover_grace after that deadline.
+CREATE TABLE IF NOT EXISTS {schema}.pb_departed (
+    namespace text        NOT NULL,
+    identity  text        NOT NULL,
+    deadline  timestamptz NOT NULL,
+    PRIMARY KEY (namespace, identity)
+);
+
 -- Worker locks of the backend's own lease lock (lock driver simple_redis). A row outlives its
 -- holders so that the fencing counter keeps growing; a free lock has a NULL token.
 CREATE TABLE IF NOT EXISTS {schema}.pb_locks (
@@ -75,6 +92,9 @@ CREATE TABLE IF NOT EXISTS {schema}.pb_locks (
     PRIMARY KEY (namespace, name),
     CHECK ((token IS NULL) = (holder IS NULL) AND (token IS NULL) = (expires_at IS NULL))
 );
+
+-- The incarnation a lock was taken in: a lock of an earlier one is free once it grants locks.
+ALTER TABLE {schema}.pb_locks ADD COLUMN IF NOT EXISTS incarnation text;
 
 -- Fencing counters of the advisory_lock driver, one per slot.
 CREATE TABLE IF NOT EXISTS {schema}.pb_advisory_fences (
@@ -107,36 +127,80 @@ BEGIN
     PERFORM 1 FROM {schema}.pb_groups WHERE namespace = p_namespace FOR UPDATE;
 END $$;
 
+-- The server's identity: a restart or a failover (another server) changes it.
+CREATE OR REPLACE FUNCTION {schema}.pb_server() RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT extract(epoch FROM pg_postmaster_start_time())::text
+$$;
+
+-- Whether a group needs a new incarnation: o_reason is NULL when o_incarnation stands, '' for
+-- a group that has none yet (it starts at once), else why (no lock is granted for a while).
+CREATE OR REPLACE FUNCTION {schema}.pb_incarnation_check(
+    p_namespace text, p_known_incarnation text, p_known_version bigint, p_hold_ms bigint,
+    p_now timestamptz, OUT o_incarnation text, OUT o_reason text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_server text;
+    v_version bigint;
+BEGIN
+    SELECT g.incarnation, g.incarnation_server, g.version
+    INTO o_incarnation, v_server, v_version
+    FROM {schema}.pb_groups g WHERE g.namespace = p_namespace;
+    IF o_incarnation IS NULL THEN
+        IF p_known_incarnation <> '' THEN
+            o_reason := 'the backend no longer has the group state';
+        ELSIF p_now - pg_postmaster_start_time() < p_hold_ms * interval '1 millisecond' THEN
+            o_reason := 'the backend server has just started';
+        ELSE
+            o_reason := '';
+        END IF;
+    ELSIF v_server IS DISTINCT FROM {schema}.pb_server() THEN
+        o_reason := 'the backend server changed (a restart or a failover)';
+    ELSIF p_known_incarnation = o_incarnation AND v_version < p_known_version THEN
+        o_reason := 'the backend state went back to an older version';
+    END IF;
+END $$;
+
+-- Begin a new incarnation of a group (its row locked by the caller); returns its id.
+CREATE OR REPLACE FUNCTION {schema}.pb_new_incarnation(
+    p_namespace text, p_now timestamptz, p_grants_at timestamptz)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id text := 'pg.' || (extract(epoch FROM p_now) * 1000000)::bigint::text || '.'
+        || substr(md5(random()::text), 1, 4);
+BEGIN
+    UPDATE {schema}.pb_groups
+    SET incarnation = v_id, incarnation_server = {schema}.pb_server(), grants_at = p_grants_at
+    WHERE namespace = p_namespace;
+    RETURN v_id;
+END $$;
+
 -- Refresh a member, prune up to p_prune expired members, return what changed. When nothing
 -- changed it touches one member row and reads a few rows by primary key or index, whatever the
--- group's size.
+-- group's size. Lock order: the caller's own member row first, then the rows it prunes (SKIP
+-- LOCKED, so two expired members pruning each other cannot deadlock), then the group's row.
+DROP FUNCTION IF EXISTS {schema}.pb_heartbeat(text, text, jsonb, jsonb, bigint, bigint, text, integer);
 CREATE OR REPLACE FUNCTION {schema}.pb_heartbeat(
     p_namespace text, p_identity text, p_traits jsonb, p_info jsonb, p_expiry_ms bigint,
-    p_seen_assignment_version bigint, p_channel text, p_prune integer,
+    p_seen_assignment_version bigint, p_channel text, p_prune integer, p_hold_ms bigint,
+    p_known_incarnation text, p_known_version bigint,
     OUT o_joined boolean, OUT o_changed boolean, OUT o_version bigint,
     OUT o_assignment_version bigint, OUT o_slots text, OUT o_commands text,
-    OUT o_next_expiry_ms bigint)
+    OUT o_next_expiry_ms bigint, OUT o_incarnation text, OUT o_server_time float8,
+    OUT o_new_incarnation text)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
     v_deadline timestamptz;
     v_traits jsonb;
     v_pruned integer;
+    v_check record;
 BEGIN
-    -- SKIP LOCKED: a member whose own heartbeat is running right now is not pruned by a peer.
-    WITH expired AS (
-        SELECT m.identity FROM {schema}.pb_members m
-        WHERE m.namespace = p_namespace AND m.deadline <= v_now AND m.identity <> p_identity
-        ORDER BY m.deadline LIMIT p_prune
-        FOR UPDATE SKIP LOCKED
-    ), gone AS (
-        DELETE FROM {schema}.pb_members m USING expired e
-        WHERE m.namespace = p_namespace AND m.identity = e.identity
-        RETURNING m.identity
-    )
-    SELECT count(*) INTO v_pruned FROM gone;
-    o_changed := v_pruned > 0;
+    o_server_time := extract(epoch FROM v_now);
+    o_new_incarnation := '';
 
+    -- The caller's own row first: a peer's prune skips it while this heartbeat runs.
     SELECT m.deadline, m.traits INTO v_deadline, v_traits
     FROM {schema}.pb_members m
     WHERE m.namespace = p_namespace AND m.identity = p_identity
@@ -155,7 +219,50 @@ BEGIN
             traits = p_traits, info = p_info
         WHERE m.namespace = p_namespace AND m.identity = p_identity;
     END IF;
-    o_changed := o_changed OR o_joined OR v_traits IS DISTINCT FROM p_traits;
+    o_changed := o_joined OR v_traits IS DISTINCT FROM p_traits;
+
+    -- SKIP LOCKED: a member whose own heartbeat is running right now is not pruned by a peer.
+    WITH expired AS (
+        SELECT m.identity, m.deadline FROM {schema}.pb_members m
+        WHERE m.namespace = p_namespace AND m.deadline <= v_now AND m.identity <> p_identity
+        ORDER BY m.deadline LIMIT p_prune
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM {schema}.pb_members m USING expired e
+        WHERE m.namespace = p_namespace AND m.identity = e.identity
+        RETURNING m.identity, m.deadline
+    ), remembered AS (
+        -- Their worker locks are taken over only takeover_grace after these deadlines.
+        INSERT INTO {schema}.pb_departed AS d (namespace, identity, deadline)
+        SELECT p_namespace, g.identity, g.deadline FROM gone g
+        ON CONFLICT (namespace, identity) DO UPDATE SET deadline = EXCLUDED.deadline
+        RETURNING 1
+    )
+    SELECT count(*) INTO v_pruned FROM remembered;
+    IF v_pruned > 0 THEN
+        o_changed := true;
+        DELETE FROM {schema}.pb_departed
+        WHERE namespace = p_namespace AND deadline < v_now - interval '1 hour';
+    END IF;
+
+    -- The group's incarnation; its row is locked only to begin a new one.
+    SELECT * INTO v_check FROM {schema}.pb_incarnation_check(
+        p_namespace, p_known_incarnation, p_known_version, p_hold_ms, v_now);
+    IF v_check.o_reason IS NOT NULL THEN
+        PERFORM {schema}.pb_lock_group(p_namespace);
+        SELECT * INTO v_check FROM {schema}.pb_incarnation_check(
+            p_namespace, p_known_incarnation, p_known_version, p_hold_ms, v_now);
+    END IF;
+    IF v_check.o_reason IS NOT NULL THEN
+        o_new_incarnation := v_check.o_reason;
+        o_incarnation := {schema}.pb_new_incarnation(
+            p_namespace, v_now,
+            CASE WHEN v_check.o_reason <> '' THEN v_now + p_hold_ms * interval '1 millisecond'
+            END);
+        o_changed := true;
+    ELSE
+        o_incarnation := v_check.o_incarnation;
+    END IF;
 
     IF o_changed THEN
         SELECT b.o_version, b.o_assignment_version INTO o_version, o_assignment_version
@@ -163,10 +270,6 @@ BEGIN
     ELSE
         SELECT g.version, g.assignment_version INTO o_version, o_assignment_version
         FROM {schema}.pb_groups g WHERE g.namespace = p_namespace;
-        IF NOT FOUND THEN
-            o_version := 0;
-            o_assignment_version := 0;
-        END IF;
     END IF;
 
     IF o_assignment_version IS DISTINCT FROM p_seen_assignment_version THEN
@@ -192,6 +295,29 @@ BEGIN
     IF o_next_expiry_ms < 0 THEN  -- NULL (no other member) stays NULL
         o_next_expiry_ms := 0;
     END IF;
+END $$;
+
+-- Begin a new incarnation if the group is still in p_expected (a process saw the server's
+-- clock jump); no worker lock is granted for p_hold_ms. Returns the current incarnation.
+CREATE OR REPLACE FUNCTION {schema}.pb_reset_incarnation(
+    p_namespace text, p_expected text, p_hold_ms bigint, p_channel text)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+    v_current text;
+    v_new text;
+BEGIN
+    PERFORM {schema}.pb_lock_group(p_namespace);
+    SELECT g.incarnation INTO v_current FROM {schema}.pb_groups g
+    WHERE g.namespace = p_namespace;
+    IF v_current IS DISTINCT FROM p_expected THEN
+        RETURN coalesce(v_current, '');
+    END IF;
+    v_new := {schema}.pb_new_incarnation(
+        p_namespace, v_now, v_now + p_hold_ms * interval '1 millisecond');
+    PERFORM {schema}.pb_bump(p_namespace, p_channel);
+    RETURN v_new;
 END $$;
 
 CREATE OR REPLACE FUNCTION {schema}.pb_leave(p_namespace text, p_identity text, p_channel text)
@@ -353,36 +479,56 @@ BEGIN
     WHERE namespace = p_namespace AND command_id = p_command_id;
 END $$;
 
--- Take a worker lock: free, expired, or held by a member whose membership has expired (taken
--- over at once instead of after its TTL). Every success increments the fencing counter.
+-- Take a worker lock: free, expired, held by the caller itself (a release or an acquire whose
+-- answer was lost), held in an earlier incarnation, or held by a member whose membership
+-- expired at least p_grace_ms ago (taken over then instead of after its TTL). No lock is
+-- granted while the group's incarnation holds grants back. Fencing tokens strictly increase
+-- per slot, and are at least the server's clock in microseconds, so they keep increasing
+-- across a restore of an older state.
 -- Returns (1, fence, NULL) taken, (2, fence, previous holder) taken over, (0, NULL, NULL) held
--- by a live member.
+-- by a live member or grants held back.
+DROP FUNCTION IF EXISTS {schema}.pb_lock_acquire(text, text, text, text, bigint);
 CREATE OR REPLACE FUNCTION {schema}.pb_lock_acquire(
     p_namespace text, p_name text, p_token text, p_holder text, p_ttl_ms bigint,
+    p_grace_ms bigint,
     OUT o_status integer, OUT o_fence bigint, OUT o_previous text)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
-    v_token text;
-    v_holder text;
-    v_expires_at timestamptz;
+    v_grace interval := p_grace_ms * interval '1 millisecond';
+    v_incarnation text;
+    v_grants_at timestamptz;
+    v_lock record;
+    v_deadline timestamptz;
 BEGIN
+    SELECT g.incarnation, g.grants_at INTO v_incarnation, v_grants_at
+    FROM {schema}.pb_groups g WHERE g.namespace = p_namespace;
+    IF v_incarnation IS NULL OR v_now < coalesce(v_grants_at, '-infinity') + v_grace THEN
+        o_status := 0;
+        RETURN;
+    END IF;
     INSERT INTO {schema}.pb_locks (namespace, name) VALUES (p_namespace, p_name)
     ON CONFLICT (namespace, name) DO NOTHING;
-    SELECT l.token, l.holder, l.expires_at INTO v_token, v_holder, v_expires_at
+    SELECT l.token, l.holder, l.expires_at, l.incarnation INTO v_lock
     FROM {schema}.pb_locks l WHERE l.namespace = p_namespace AND l.name = p_name FOR UPDATE;
-    IF v_token IS NOT NULL AND v_expires_at > v_now THEN
-        PERFORM 1 FROM {schema}.pb_members m
-        WHERE m.namespace = p_namespace AND m.identity = v_holder AND m.deadline > v_now;
-        IF FOUND THEN
+    IF v_lock.token IS NOT NULL AND v_lock.expires_at > v_now AND v_lock.holder <> p_holder
+       AND coalesce(v_lock.incarnation, v_incarnation) = v_incarnation THEN
+        SELECT m.deadline INTO v_deadline FROM {schema}.pb_members m
+        WHERE m.namespace = p_namespace AND m.identity = v_lock.holder;
+        IF NOT FOUND THEN
+            SELECT d.deadline INTO v_deadline FROM {schema}.pb_departed d
+            WHERE d.namespace = p_namespace AND d.identity = v_lock.holder;
+        END IF;
+        IF v_deadline IS NOT NULL AND v_deadline + v_grace > v_now THEN
             o_status := 0;
             RETURN;
         END IF;
-        o_previous := v_holder;
+        o_previous := v_lock.holder;
     END IF;
     UPDATE {schema}.pb_locks l
-    SET token = p_token, holder = p_holder,
-        expires_at = v_now + p_ttl_ms * interval '1 millisecond', fence = l.fence + 1
+    SET token = p_token, holder = p_holder, incarnation = v_incarnation,
+        expires_at = v_now + (p_ttl_ms + p_grace_ms) * interval '1 millisecond',
+        fence = greatest(l.fence + 1, (extract(epoch FROM v_now) * 1000000)::bigint)
     WHERE l.namespace = p_namespace AND l.name = p_name
     RETURNING l.fence INTO o_fence;
     o_status := CASE WHEN o_previous IS NULL THEN 1 ELSE 2 END;
@@ -395,10 +541,12 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
 BEGIN
-    UPDATE {schema}.pb_locks
+    UPDATE {schema}.pb_locks l
     SET expires_at = v_now + p_ttl_ms * interval '1 millisecond'
-    WHERE namespace = p_namespace AND name = p_name AND token = p_token
-      AND expires_at > v_now;
+    WHERE l.namespace = p_namespace AND l.name = p_name AND l.token = p_token
+      AND l.expires_at > v_now
+      AND l.incarnation IS NOT DISTINCT FROM (
+          SELECT g.incarnation FROM {schema}.pb_groups g WHERE g.namespace = p_namespace);
     RETURN FOUND;
 END $$;
 
