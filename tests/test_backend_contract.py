@@ -205,3 +205,161 @@ def test_renew_and_release_never_touch_another_holders_lock(backend: Backend) ->
     assert not backend.lock_release("j:0", held.token)
     assert backend.lock_acquire("j:0", "a", 5) is None
     assert backend.lock_renew("j:0", other.token, 5)
+
+
+# -- the group's incarnation, fencing across lost state, takeover grace -----------------------
+
+
+def wipe(backend: Backend) -> None:
+    """Make the backend forget the group entirely, as a Redis restarted without persistence
+    (or a database restored from before the group existed) would, fencing counters included."""
+    kind = type(backend).__name__
+    if kind == "RedisBackend":
+        client = backend.client  # type: ignore[attr-defined]
+        keys = list(client.scan_iter(match=f"{backend.namespace}:*"))
+        if keys:
+            client.delete(*keys)
+    elif kind == "SQLiteBackend":
+        with backend.db.transaction() as conn:  # type: ignore[attr-defined]
+            for (table,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'pb_%'"
+            ).fetchall():
+                if table != "pb_events":
+                    conn.execute(f"DELETE FROM {table}")
+    else:
+        with backend._pool.connection() as conn:  # type: ignore[attr-defined]
+            for table in ("pb_groups", "pb_members", "pb_assignments", "pb_locks", "pb_departed"):
+                conn.execute(
+                    f"DELETE FROM {backend._s}.{table} WHERE namespace = %s",  # type: ignore[attr-defined]
+                    (backend.namespace,),
+                )
+
+
+def beat_as(
+    backend: Backend, identity: str, known: str, version: int = 0, hold: float = 30.0
+) -> HeartbeatResult:
+    return backend.heartbeat(
+        identity,
+        traits=TRAITS,
+        info={},
+        expiry=3.0,
+        seen_assignment_version=-1,
+        known_incarnation=known,
+        known_version=version,
+        hold=hold,
+    )
+
+
+def test_a_new_group_grants_locks_at_once(backend: Backend) -> None:
+    result = beat_as(backend, "a", known="")
+    assert result.incarnation and result.new_incarnation == ""
+    assert result.server_time is not None and abs(result.server_time - time.time()) < 5
+    assert backend.lock_acquire("j:0", "a", 5) is not None
+
+
+def test_no_lock_is_granted_before_any_heartbeat_reached_the_backend(backend: Backend) -> None:
+    assert backend.lock_acquire("j:0", "a", 5) is None
+
+
+def test_a_backend_that_forgot_the_group_begins_an_incarnation_that_holds_locks_back(
+    backend: Backend,
+) -> None:
+    first = beat_as(backend, "a", known="")
+    held = backend.lock_acquire("j:0", "a", 30)
+    assert held is not None
+    wipe(backend)
+    result = beat_as(backend, "b", known=first.incarnation, hold=0.5)
+    assert result.incarnation != first.incarnation
+    assert "no longer has the group state" in result.new_incarnation
+    # The old holder may still run: nobody gets the lock until the hold is over.
+    assert backend.lock_acquire("j:0", "b", 5) is None
+    time.sleep(0.6)
+    again = backend.lock_acquire("j:0", "b", 5)
+    assert again is not None
+    # Fencing tokens keep increasing although the counter was lost with the state.
+    assert again.fence > held.fence
+
+
+def test_a_state_older_than_a_process_has_seen_begins_a_new_incarnation(
+    backend: Backend,
+) -> None:
+    first = beat_as(backend, "a", known="")
+    result = beat_as(backend, "a", known=first.incarnation, version=first.version + 10, hold=0.5)
+    assert result.incarnation != first.incarnation
+    assert "older version" in result.new_incarnation
+    assert backend.lock_acquire("j:0", "a", 5) is None
+    # The next heartbeat, knowing the new incarnation, changes nothing.
+    after = beat_as(backend, "a", known=result.incarnation, version=result.version, hold=0.5)
+    assert after.incarnation == result.incarnation and after.new_incarnation == ""
+
+
+def test_reset_incarnation_is_a_compare_and_set(backend: Backend) -> None:
+    first = beat_as(backend, "a", known="")
+    new = backend.reset_incarnation(first.incarnation, 0.5)
+    assert new != first.incarnation
+    assert backend.reset_incarnation(first.incarnation, 0.5) == new  # already replaced
+    assert beat_as(backend, "a", known=new).incarnation == new
+    assert backend.lock_acquire("j:0", "a", 5) is None
+    time.sleep(0.6)
+    assert backend.lock_acquire("j:0", "a", 5) is not None
+
+
+def test_a_lock_of_an_earlier_incarnation_is_free_once_the_hold_is_over(
+    backend: Backend,
+) -> None:
+    first = beat_as(backend, "a", known="")
+    beat_as(backend, "b", known=first.incarnation)
+    held = backend.lock_acquire("j:0", "a", 30)
+    assert held is not None
+    new = backend.reset_incarnation(first.incarnation, 0.3)
+    time.sleep(0.4)
+    beat_as(backend, "a", known=new)
+    # "a" is live and named by the lock, but the lock belongs to the old incarnation.
+    taken = backend.lock_acquire("j:0", "b", 5)
+    assert taken is not None and taken.fence > held.fence
+    assert not backend.lock_renew("j:0", held.token, 5)
+
+
+def test_fencing_tokens_strictly_increase_per_slot(backend: Backend) -> None:
+    beat(backend, "a")
+    fences = []
+    for _ in range(5):
+        acquired = backend.lock_acquire("j:0", "a", 5)
+        assert acquired is not None
+        fences.append(acquired.fence)
+        assert backend.lock_release("j:0", acquired.token)
+    assert fences == sorted(set(fences))
+
+
+def test_a_process_may_take_over_a_lock_naming_itself(backend: Backend) -> None:
+    beat(backend, "a")
+    beat(backend, "b")
+    lost_answer = backend.lock_acquire("j:0", "a", 30)  # as if the answer never arrived
+    assert lost_answer is not None
+    again = backend.lock_acquire("j:0", "a", 30)
+    assert again is not None and again.fence > lost_answer.fence
+    assert backend.lock_acquire("j:0", "b", 30) is None
+    assert not backend.lock_release("j:0", lost_answer.token)
+    assert backend.lock_release("j:0", again.token)
+
+
+def test_an_expired_holder_is_taken_over_only_after_the_grace(backend: Backend) -> None:
+    beat(backend, "dead", expiry=0.2)
+    beat(backend, "b")
+    assert backend.lock_acquire("j:0", "dead", 30, grace=0.6) is not None
+    time.sleep(0.3)
+    beat(backend, "b")  # prunes "dead": its deadline is remembered for the grace
+    assert [m.identity for m in backend.snapshot().members] == ["b"]
+    assert backend.lock_acquire("j:0", "b", 30, grace=0.6) is None
+    time.sleep(0.6)
+    assert backend.lock_acquire("j:0", "b", 30, grace=0.6) is not None
+
+
+def test_a_lock_key_outlives_its_ttl_by_the_grace(backend: Backend) -> None:
+    beat(backend, "a")
+    beat(backend, "b")
+    assert backend.lock_acquire("j:0", "a", 0.2, grace=0.5) is not None
+    time.sleep(0.3)
+    assert backend.lock_acquire("j:0", "b", 5, grace=0.5) is None
+    time.sleep(0.5)
+    assert backend.lock_acquire("j:0", "b", 5, grace=0.5) is not None
