@@ -21,8 +21,11 @@ from .connections import PostgresURL, connect, one_line
 
 logger = logging.getLogger(__name__)
 
-#: Version of the tables and functions in ``backends/sql/schema.sql``.
-SCHEMA_VERSION = 1
+#: Version of the tables and functions in ``backends/sql/schema.sql``. The script runs only
+#: when the stored version is older, so any change to it, a function body included, bumps this.
+#: 2: pb_heartbeat locks its own member row before pruning others (no deadlock between two
+#: expired members pruning each other).
+SCHEMA_VERSION = 2
 
 TABLES = (
     "pb_schema",
