@@ -144,6 +144,8 @@ def test_the_schema_parameter_is_not_passed_to_libpq() -> None:
     assert target.schema == "jobs"
     assert target.conninfo == "postgresql://u:pw@db:5433/app?sslmode=disable"
     assert parse_url("postgres://db/app").schema == "process_balancer"
+    options = parse_url("postgresql://db/app?options=-c%20statement_timeout%3D500&schema=s")
+    assert options.conninfo == "postgresql://db/app?options=-c%20statement_timeout%3D500"
 
 
 # -- bad input ------------------------------------------------------------------------------------
