@@ -4,6 +4,7 @@ with every coordination backend, against a real PostgreSQL and real processes.""
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -90,6 +91,32 @@ def test_one_holder_per_slot_and_the_fencing_token_grows(make_lock) -> None:
     next_fence = second.try_acquire()
     assert next_fence is not None and next_fence > fence
     assert first.ttl is None and first.renew_interval == 1.0
+
+
+def lock_connections(db: psycopg.Connection[Any]) -> int:
+    """This process's open connections of advisory locks on slot j:0."""
+    row = db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+        (f"process_balancer[{os.getpid()}] lock j:0",),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_connection_is_open_only_while_its_lock_is_held(make_lock, db) -> None:
+    """A worker waiting for a slot held elsewhere keeps no connection between attempts, and
+    a release closes the holder's: one connection per held lock, none per waiting worker."""
+    holder, waiter = make_lock(), make_lock(holder="peer")
+    assert holder.try_acquire() is not None
+    for _ in range(3):
+        assert waiter.try_acquire() is None
+    # A closed session leaves pg_stat_activity when its server process has ended: soon.
+    wait_until(lambda: lock_connections(db) == 1, 2, message="only the holder's connection")
+    holder.release()
+    wait_until(lambda: lock_connections(db) == 0, 2, message="no connection after release")
+    assert waiter.try_acquire() is not None
+    assert lock_connections(db) == 1
+    waiter.release()
+    wait_until(lambda: lock_connections(db) == 0, 2, message="no connection after release")
 
 
 def test_a_terminated_holder_connection_loses_the_lock_and_frees_it(

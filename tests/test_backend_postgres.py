@@ -15,8 +15,12 @@ import psycopg
 import pytest
 
 from process_balancer.backends import CorruptStateError, open_backend
-from process_balancer.backends.postgres import PostgresBackend, channel_name, parse_url
-from process_balancer.backends.postgres.schema import SCHEMA_VERSION
+from process_balancer.backends.postgres import (
+    SCHEMA_VERSION,
+    PostgresBackend,
+    channel_name,
+    parse_url,
+)
 from support.cli import pb
 from support.harness import wait_until
 
@@ -94,6 +98,31 @@ def test_migrate_creates_the_tables_once_and_is_idempotent(
     assert tables(db, postgres_schema) == created
 
 
+def test_tables_of_version_1_get_the_current_functions_on_the_next_start(
+    postgresql_backend_url: str, postgres_schema: str, namespace: str, db, caplog
+) -> None:
+    """Functions are replaced only when the stored version is older than this release's:
+    version 1 had the pb_heartbeat that could deadlock, so it must be upgraded."""
+    assert pb("migrate", "--backend", postgresql_backend_url).returncode == 0
+    (signature,) = db.execute(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n "
+        "ON n.oid = p.pronamespace WHERE n.nspname = %s AND p.proname = 'pb_heartbeat'",
+        (postgres_schema,),
+    ).fetchone()
+    db.execute(f"DROP FUNCTION {signature}")  # stands for version 1's pb_heartbeat
+    db.execute(f"UPDATE {postgres_schema}.pb_schema SET version = 1")
+    with caplog.at_level(logging.INFO):
+        backend = PostgresBackend(postgresql_backend_url, namespace)
+    try:
+        assert beat(backend, "a").joined
+    finally:
+        backend.close()
+    assert f"from version 1 to {SCHEMA_VERSION}" in caplog.text
+    assert db.execute(f"SELECT version FROM {postgres_schema}.pb_schema").fetchone() == (
+        SCHEMA_VERSION,
+    )
+
+
 def test_groups_in_different_namespaces_share_the_tables_but_not_their_rows(
     postgresql_backend_url: str,
 ) -> None:
@@ -115,6 +144,8 @@ def test_the_schema_parameter_is_not_passed_to_libpq() -> None:
     assert target.schema == "jobs"
     assert target.conninfo == "postgresql://u:pw@db:5433/app?sslmode=disable"
     assert parse_url("postgres://db/app").schema == "process_balancer"
+    options = parse_url("postgresql://db/app?options=-c%20statement_timeout%3D500&schema=s")
+    assert options.conninfo == "postgresql://db/app?options=-c%20statement_timeout%3D500"
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -310,3 +341,58 @@ def test_a_lost_lease_lock_stops_the_iteration_and_unlock_records_runs(
     assert first.done is not None and first.done < 200
     assert first.end - taken_at < 2.0
     assert "lost its worker lock" in a.log()
+
+
+# -- concurrency ----------------------------------------------------------------------------------
+
+
+def test_two_expired_members_heartbeating_at_once_prune_each_other_without_a_deadlock(
+    postgresql_backend_url: str, postgres_schema: str, namespace: str, db
+) -> None:
+    """Given members a and b, both expired, when both heartbeat at once and each heartbeat's
+    prune is slowed down (a trigger sleeps on every deleted member row) so that each one
+    prunes the other before locking its own row, then both heartbeats succeed and both rejoin.
+    A heartbeat that pruned before locking its own row waited for the peer holding that row
+    while the peer waited for the row it had just deleted: `deadlock detected`."""
+    a = PostgresBackend(postgresql_backend_url, namespace)
+    b = PostgresBackend(postgresql_backend_url, namespace)
+    try:
+        for backend, identity in ((a, "a"), (b, "b")):
+            backend.heartbeat(
+                identity, traits=TRAITS, info={}, expiry=0.01, seen_assignment_version=-1
+            )
+        time.sleep(0.05)
+        db.execute(
+            f"CREATE FUNCTION {postgres_schema}.slow_delete() RETURNS trigger LANGUAGE plpgsql "
+            "AS $$ BEGIN PERFORM pg_sleep(0.4); RETURN OLD; END $$; "
+            f"CREATE TRIGGER slow_delete AFTER DELETE ON {postgres_schema}.pb_members "
+            f"FOR EACH ROW EXECUTE FUNCTION {postgres_schema}.slow_delete()"
+        )
+        results: dict[str, Any] = {}
+
+        def beat_as(backend: PostgresBackend, identity: str) -> None:
+            try:
+                results[identity] = beat(backend, identity)
+            except Exception as exc:
+                results[identity] = exc
+
+        threads = [
+            threading.Thread(target=beat_as, args=(a, "a")),
+            threading.Thread(target=beat_as, args=(b, "b")),
+        ]
+        threads[0].start()
+        time.sleep(0.1)  # inside a's slowed prune
+        threads[1].start()
+        for thread in threads:
+            thread.join(10)
+    finally:
+        a.close()
+        b.close()
+    assert not isinstance(results["a"], Exception), results["a"]
+    assert not isinstance(results["b"], Exception), results["b"]
+    assert results["a"].joined and results["b"].joined
+    members = db.execute(
+        f"SELECT identity FROM {postgres_schema}.pb_members WHERE namespace = %s ORDER BY identity",
+        (namespace,),
+    ).fetchall()
+    assert members == [("a",), ("b",)]

@@ -1,9 +1,11 @@
 """``advisory_lock``: a PostgreSQL session-level advisory lock per worker slot.
 
 The lock is held by a connection of its own, opened for that one lock and closed when it is
-released: it never goes back to a pool, where the next user of the connection would inherit
-the lock. Losing the connection means losing the lock, so :meth:`AdvisoryLock.renew` is a
-``SELECT 1`` on it (every second) and the iteration stops when that fails.
+released, or at once when the lock is held elsewhere: a process keeps one connection per held
+lock and none for workers waiting for one. It never goes back to a pool, where the next user
+of the connection would inherit the lock. Losing the connection means losing the lock, so
+:meth:`AdvisoryLock.renew` is a ``SELECT 1`` on it (every second) and the iteration stops
+when that fails.
 
 Lock key: the first 8 bytes of ``sha256("process_balancer:<namespace>:<job_id>:<index>")``
 read as a signed big-endian 64-bit integer, the single-``bigint`` form of
@@ -178,6 +180,8 @@ class AdvisoryLock(LockDriver):
                 f"{' '.join(str(exc).split())}"
             ) from exc
         if row is None:
+            # Held elsewhere: a waiting worker keeps no connection, only a holder does.
+            self.close()
             return None
         self._held = True
         return int(row[0])

@@ -40,8 +40,12 @@ from .schema import ensure_schema
 
 logger = logging.getLogger(__name__)
 
-#: Connections one process keeps for calls (the listener has its own).
-POOL_SIZE = 4
+#: Connections one process keeps for calls (the listener has its own). Calls are one short
+#: round trip each, so one connection carries them all; see ``connections.py``.
+POOL_SIZE = 1
+#: Calls served before the others waiting for the connection: what keeps the membership and
+#: the held worker locks alive.
+URGENT_CALLS = frozenset({"heartbeat", "leave", "lock_renew"})
 
 _SNAPSHOT = """
 WITH t AS MATERIALIZED (SELECT clock_timestamp() AS now)
@@ -126,7 +130,7 @@ class PostgresBackend(Backend):
 
     def _fetch(self, name: str, params: tuple[Any, ...] | dict[str, Any]) -> tuple[Any, ...]:
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection(urgent=name in URGENT_CALLS) as conn:
                 row = conn.execute(self._sql[name], params).fetchone()
         except psycopg.Error as exc:
             raise self._error(exc) from exc

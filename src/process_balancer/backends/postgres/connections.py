@@ -1,14 +1,17 @@
 """Connections to PostgreSQL: URL handling, connection settings and a small per-purpose pool.
 
-psycopg connections must not be used by two threads at once, and a process-balancer process
-talks to its backend from several threads (heartbeat, lock renewals, every worker taking its
-lock, the listener). Each thread borrows a connection for one call and gives it back; the
-listener and the advisory locks keep dedicated connections of their own.
+A process-balancer process talks to its backend from several threads (heartbeat, lock
+renewals, every worker taking its lock, reconciliation snapshots) and each call is one short
+round trip, so they take turns on one connection (:class:`ConnectionPool` of size 1), the
+heartbeat and renewals first. The listener and each held advisory lock have a connection of
+their own. That makes at most 2 connections per process plus 1 per held advisory lock, so a
+default server (``max_connections = 100``) has room for 40 processes and other clients.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import threading
 import time
@@ -16,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import pq
@@ -41,8 +44,15 @@ CLIENT_SETTINGS: dict[str, Any] = {
     "keepalives_count": 3,
     "tcp_user_timeout": 5000,  # milliseconds unacknowledged data may wait before giving up
 }
-#: Server settings of backend connections: no call may hang on a row lock forever.
-BACKEND_SERVER_SETTINGS: dict[str, str] = {"statement_timeout": "10s"}
+#: Seconds one backend call may run on the server before it is cancelled. Calls take turns on
+#: one connection, so this also bounds how long a stalled call (waiting for a row lock, say)
+#: holds up the heartbeat queued behind it: with the default heartbeat interval (1 s) and
+#: process expiry (3 s), a heartbeat delayed by one stalled call still lands in time. A URL
+#: may set its own (``?options=-c%20statement_timeout%3D500``): keep it below the process
+#: expiry minus the heartbeat interval.
+CALL_TIMEOUT = 1.0
+#: Server settings of backend connections: no call may hang on a row lock for long.
+BACKEND_SERVER_SETTINGS: dict[str, str] = {"statement_timeout": f"{int(CALL_TIMEOUT * 1000)}ms"}
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,13 @@ def parse_url(url: str) -> PostgresURL:
             f"invalid schema {schema!r} in backend URL {redact_url(url)!r}: use letters, "
             "digits and '_', starting with a letter or '_', at most 63 characters"
         )
-    rest = urlencode([(key, value) for key, value in query if key != "schema"])
+    # The other parameters reach libpq as written: decoding and encoding them again would
+    # turn ``options=-c%20x%3D1`` into ``-c+x=1``, which libpq does not read as a space.
+    rest = "&".join(
+        piece
+        for piece in parts.query.split("&")
+        if piece and unquote_plus(piece.split("=", 1)[0]) != "schema"
+    )
     conninfo = urlunsplit(parts._replace(query=rest))
     return PostgresURL(url=url, conninfo=conninfo, schema=schema)
 
@@ -106,14 +122,18 @@ def connect(
     display: str | None = None,
 ) -> psycopg.Connection[Any]:
     """An autocommit connection with :data:`CLIENT_SETTINGS` (``client_settings`` over them)
-    where the URL does not set its own; a failure is a BackendError that says what to check."""
+    and ``server_settings`` where the URL does not set its own; a failure is a BackendError
+    that says what to check."""
     given = conninfo_to_dict(conninfo)
     wanted = {**CLIENT_SETTINGS, **(client_settings or {})}
     extra: dict[str, Any] = {k: v for k, v in wanted.items() if k not in given}
-    extra.setdefault("application_name", f"process_balancer {purpose}")
+    # The pid first, where a long namespace cannot truncate it away (63 bytes at most):
+    # pg_stat_activity then tells which process holds which connection.
+    extra.setdefault("application_name", f"process_balancer[{os.getpid()}] {purpose}")
     if server_settings:
         flags = " ".join(f"-c {key}={value}" for key, value in server_settings.items())
-        extra["options"] = f"{given['options']} {flags}" if given.get("options") else flags
+        # The URL's own options come last: of two -c flags for one setting, the last wins.
+        extra["options"] = f"{flags} {given['options']}" if given.get("options") else flags
     try:
         return psycopg.connect(conninfo, autocommit=True, **extra)
     except psycopg.Error as exc:
@@ -125,10 +145,11 @@ def connect(
 
 
 class ConnectionPool:
-    """At most ``size`` connections, each lent to one thread at a time.
+    """At most ``size`` connections, each lent to one thread at a time; urgent callers
+    (heartbeats, lock renewals) are served before the others waiting.
 
     A connection that broke, or that was given back inside a transaction, is closed instead
-    of being lent again.
+    of being lent again; the next call opens a new one.
     """
 
     def __init__(
@@ -142,34 +163,58 @@ class ConnectionPool:
         self._idle: list[psycopg.Connection[Any]] = []
         self._open = 0
         self._closed = False
-        self._cond = threading.Condition()
+        self._mutex = threading.Lock()
+        # One queue per priority, so a free connection wakes exactly one waiter.
+        self._urgent = threading.Condition(self._mutex)
+        self._normal = threading.Condition(self._mutex)
+        self._waiting = {True: 0, False: 0}
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        conn = self._take()
+    def connection(self, *, urgent: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        conn = self._take(urgent)
         try:
             yield conn
         finally:
             self._give_back(conn)
 
-    def _take(self) -> psycopg.Connection[Any]:
+    def _available(self) -> bool:
+        return bool(self._idle) or self._open < self._size
+
+    def _wake_next(self) -> None:
+        """Wake the first waiter in line if a connection is free (call holding the mutex)."""
+        if not self._available():
+            return
+        if self._waiting[True]:
+            self._urgent.notify()
+        elif self._waiting[False]:
+            self._normal.notify()
+
+    def _take(self, urgent: bool) -> psycopg.Connection[Any]:
         deadline = time.monotonic() + self._wait
-        with self._cond:
-            while True:
-                if self._closed:
-                    raise BackendError(f"the connections to {self._display} are closed")
-                if self._idle:
-                    return self._idle.pop()
-                if self._open < self._size:
-                    self._open += 1
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BackendError(
-                        f"all {self._size} connections to {self._display} stayed busy for "
-                        f"{self._wait:g}s"
-                    )
-                self._cond.wait(left)
+        queue = self._urgent if urgent else self._normal
+        with self._mutex:
+            self._waiting[urgent] += 1
+            try:
+                while True:
+                    if self._closed:
+                        raise BackendError(f"the connections to {self._display} are closed")
+                    if urgent or not self._waiting[True]:
+                        if self._idle:
+                            return self._idle.pop()
+                        if self._open < self._size:
+                            self._open += 1
+                            break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise BackendError(
+                            f"all {self._size} connection(s) to {self._display} stayed busy "
+                            f"for {self._wait:g}s"
+                        )
+                    queue.wait(left)
+            finally:
+                self._waiting[urgent] -= 1
+                # Pass on what this caller leaves: a wake-up it took, a second free connection.
+                self._wake_next()
         try:
             return connect(
                 self._conninfo,
@@ -178,9 +223,9 @@ class ConnectionPool:
                 display=self._display,
             )
         except BaseException:
-            with self._cond:
+            with self._mutex:
                 self._open -= 1
-                self._cond.notify()
+                self._wake_next()
             raise
 
     def _give_back(self, conn: psycopg.Connection[Any]) -> None:
@@ -189,20 +234,22 @@ class ConnectionPool:
             and not conn.broken
             and conn.info.transaction_status == pq.TransactionStatus.IDLE
         )
-        with self._cond:
-            if reusable and not self._closed:
+        with self._mutex:
+            kept = reusable and not self._closed
+            if kept:
                 self._idle.append(conn)
-                self._cond.notify()
-                return
-            self._open -= 1
-            self._cond.notify()
-        conn.close()
+            else:
+                self._open -= 1
+            self._wake_next()
+        if not kept:
+            conn.close()
 
     def close(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._closed = True
             idle, self._idle = self._idle, []
             self._open -= len(idle)
-            self._cond.notify_all()
+            self._urgent.notify_all()
+            self._normal.notify_all()
         for conn in idle:
             conn.close()

@@ -21,7 +21,11 @@ from .connections import PostgresURL, connect, one_line
 
 logger = logging.getLogger(__name__)
 
-#: Version of the tables and functions in ``backends/sql/schema.sql``.
+#: Version of the tables and functions in ``backends/sql/schema.sql``. The script runs only
+#: when the stored version is older, so any change to it, a function body included, bumps this.
+#: 2: pb_heartbeat locks its own member row before pruning others (no deadlock between two
+#: expired members pruning each other); the group's incarnation, pb_departed, takeover grace
+#: and fencing tokens that keep increasing across a restore.
 SCHEMA_VERSION = 2
 
 TABLES = (

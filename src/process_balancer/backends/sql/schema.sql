@@ -3,9 +3,16 @@
 -- `{schema}` is replaced by the quoted schema name, `{version}` by the schema version. Several groups share these tables: every row carries its namespace.
 --
 -- Each operation of the backend is one function call, so it runs in one transaction and one
--- round trip, as each Redis operation is one Lua script. Row locks keep them atomic: anything
--- that bumps a group's version locks that group's pb_groups row last, and nothing holding it
--- waits for a member row, so the operations cannot deadlock.
+-- round trip, as each Redis operation is one Lua script. Row locks keep them atomic, and every
+-- function takes them in one order, so the operations cannot deadlock:
+--   1. the caller's own pb_members row (pb_heartbeat locks it before anything else);
+--   2. other members' rows, only with SKIP LOCKED (pb_heartbeat's prune), so never waiting:
+--      a member whose own heartbeat holds its row is not pruned by a peer, and two expired
+--      members heartbeating at once cannot each wait for the row the other just deleted;
+--   3. a pb_locks row (pb_lock_acquire), which no holder of a group row waits for;
+--   4. the group's pb_groups row (pb_bump, pb_lock_group, pb_write_assignment): nothing
+--      holding it waits for a member or lock row;
+--   5. pb_assignments, pb_commands and pb_acks rows, after everything else.
 
 CREATE TABLE IF NOT EXISTS {schema}.pb_schema (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
