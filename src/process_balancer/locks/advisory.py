@@ -162,8 +162,10 @@ class AdvisoryLock(LockDriver):
                 "WITH l AS (SELECT pg_try_advisory_lock(%(key)s) AS taken) "
                 f"INSERT INTO {schema}.pb_advisory_fences AS f "
                 "(namespace, job_id, worker_index, fence) "
-                "SELECT %(ns)s, %(job)s, %(index)s, 1 FROM l WHERE l.taken "
-                "ON CONFLICT (namespace, job_id, worker_index) DO UPDATE SET fence = f.fence + 1 "
+                "SELECT %(ns)s, %(job)s, %(index)s, "
+                "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint FROM l WHERE l.taken "
+                "ON CONFLICT (namespace, job_id, worker_index) DO UPDATE SET fence = greatest("
+                "f.fence + 1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint) "
                 "RETURNING f.fence",
                 {
                     "key": self._key,
