@@ -14,7 +14,7 @@ from .backends import Backend, MemberState, open_backend
 from .balancer import config_counts, rebalance
 from .config import Settings, load_config, settings_from
 from .manager import COMMANDS
-from .status import DEFAULT_STUCK_AFTER, build_status
+from .status import DEFAULT_STUCK_AFTER, read_status
 
 
 class PauseError(ValueError):
@@ -162,16 +162,13 @@ class Client:
         return jobs
 
     def status(self, *, stuck_after: float = DEFAULT_STUCK_AFTER) -> dict[str, Any]:
-        """The group's status document (see :mod:`process_balancer.status`)."""
-        snapshot = self.backend.snapshot()
-        return build_status(
-            snapshot,
-            now=snapshot.now if snapshot.now is not None else time.time(),
+        """The group's status document (see :mod:`process_balancer.status`); data the backend
+        holds that cannot be read is listed under ``"problems"``, the rest is still shown."""
+        return read_status(
+            self.backend,
             stuck_after=stuck_after,
-            paused=self.backend.paused_counts(),
             config_workers={job_id: job.workers for job_id, job in self.settings.jobs.items()},
             namespace=self.settings.namespace,
-            backend=self.backend.display_url,
         )
 
     def send_commands(

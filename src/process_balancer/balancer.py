@@ -6,7 +6,9 @@ import logging
 from collections.abc import Mapping
 
 from .assignment import Assignment, Member, assign
-from .backends.base import Backend, GroupSnapshot, MemberState
+from .backends.base import SCALE_HINT, Backend, GroupSnapshot, MemberState
+from .backends.codec import report_once, shown
+from .defaults import MAX_WORKERS_HARD_LIMIT
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +50,38 @@ def config_counts(members: list[MemberState]) -> dict[str, int]:
         if not isinstance(advertised, Mapping):
             continue
         for job_id, count in advertised.items():
-            if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+            if _is_count(count):
                 counts.setdefault(job_id, count)
     return counts
 
 
+def _is_count(value: object) -> bool:
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and 0 <= value <= MAX_WORKERS_HARD_LIMIT
+    )
+
+
 def effective_counts(snapshot: GroupSnapshot) -> dict[str, int]:
-    """Scheduled workers per job: the runtime count, else the config's."""
+    """Scheduled workers per job: the runtime count, else the config's.
+
+    A runtime count that is negative, not an integer or above ``MAX_WORKERS_HARD_LIMIT`` was
+    not written by this program: it is ignored (the config's count applies) and logged once.
+    """
     counts = config_counts(snapshot.members)
     for job_id in counts:
-        if job_id in snapshot.counts:
-            counts[job_id] = snapshot.counts[job_id]
+        if job_id not in snapshot.counts:
+            continue
+        count = snapshot.counts[job_id]
+        if _is_count(count):
+            counts[job_id] = count
+        else:
+            report_once(
+                f"the runtime worker count of job {job_id!r} is {shown(count)}, not an integer "
+                f"from 0 to {MAX_WORKERS_HARD_LIMIT}; the config's count {counts[job_id]} is "
+                f"used instead; {SCALE_HINT}"
+            )
     return counts
 
 

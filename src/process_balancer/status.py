@@ -3,7 +3,9 @@
 Pure functions from a backend snapshot to a JSON-ready dict, so the schema is tested without
 a server and every renderer (the rich table, ``--json``, a web page) reads the same data.
 Values a process wrote are untrusted input: anything of the wrong type reads as unknown
-(None) instead of failing the whole report.
+(None) instead of failing the whole report. Data the backend holds that cannot be read at all
+(a key of the wrong type, a version that is not a number) is left out and listed under
+``"problems"``, each naming where it is and what fixes it; everything else is still shown.
 
 The schema is versioned by the top-level ``"schema"`` field; fields are only ever added
 within one schema version. See docs/operations.md for the reference.
@@ -11,13 +13,14 @@ within one schema version. See docs/operations.md for the reference.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .backends.base import GroupSnapshot, MemberState
+from .backends.base import Backend, GroupSnapshot, MemberState, Problem
 from .balancer import config_counts
 
-__all__ = ["DEFAULT_STUCK_AFTER", "SCHEMA", "build_status", "process_status"]
+__all__ = ["DEFAULT_STUCK_AFTER", "SCHEMA", "build_status", "process_status", "read_status"]
 
 #: Version of the status document's layout.
 SCHEMA = 1
@@ -151,6 +154,7 @@ def build_status(
     config_workers: Mapping[str, int | None] | None = None,
     namespace: str = "",
     backend: str = "",
+    problems: Sequence[Problem] = (),
 ) -> dict[str, Any]:
     """The status document of a group.
 
@@ -159,6 +163,7 @@ def build_status(
         paused: paused jobs with the count they resume to.
         config_workers: the ``workers`` of the jobs in the reader's own config file, for jobs
             no live process advertises.
+        problems: what the backend holds that could not be read (see :meth:`Backend.inspect`).
     """
     paused = paused or {}
     config_workers = config_workers or {}
@@ -205,17 +210,46 @@ def build_status(
                 if s["job"] == job_id and s["stuck"]
             ],
         }
+    unreadable = {problem.part for problem in problems}
     return {
         "schema": SCHEMA,
         "namespace": namespace,
         "backend": backend,
         "generated_at": round(now, 3),
         "stuck_after": stuck_after,
-        "state_version": snapshot.version,
-        "assignment_version": snapshot.assignment_version,
+        "state_version": None if "version" in unreadable else snapshot.version,
+        "assignment_version": (
+            None if "assignment_version" in unreadable else snapshot.assignment_version
+        ),
         "processes": processes,
         "jobs": jobs,
+        "problems": [
+            {"where": p.where, "detail": p.detail, "fix": p.fix, "part": p.part} for p in problems
+        ],
     }
+
+
+def read_status(
+    backend: Backend,
+    *,
+    stuck_after: float = DEFAULT_STUCK_AFTER,
+    config_workers: Mapping[str, int | None] | None = None,
+    namespace: str = "",
+) -> dict[str, Any]:
+    """The status document of the group in ``backend``: everything that can be read, and a
+    problem for each value that cannot."""
+    inspection = backend.inspect()
+    snapshot = inspection.snapshot
+    return build_status(
+        snapshot,
+        now=snapshot.now if snapshot.now is not None else time.time(),
+        stuck_after=stuck_after,
+        paused=inspection.paused,
+        config_workers=config_workers,
+        namespace=namespace,
+        backend=backend.display_url,
+        problems=inspection.problems,
+    )
 
 
 def _placement(job_id: str, processes: Iterable[Mapping[str, Any]]) -> dict[str, list[int]]:

@@ -11,7 +11,10 @@ from .base import (
     CorruptStateError,
     GroupSnapshot,
     HeartbeatResult,
+    Inspection,
     MemberState,
+    Problem,
+    RepairReport,
     redact_url,
 )
 
@@ -22,7 +25,10 @@ __all__ = [
     "CorruptStateError",
     "GroupSnapshot",
     "HeartbeatResult",
+    "Inspection",
     "MemberState",
+    "Problem",
+    "RepairReport",
     "open_backend",
     "redact_url",
 ]

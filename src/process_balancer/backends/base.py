@@ -33,7 +33,40 @@ class BackendError(Exception):
 
 
 class CorruptStateError(BackendError):
-    """Data found in the backend that this version cannot read (it is reported, never deleted)."""
+    """Data found in the backend that this version cannot read (it is reported, never deleted).
+
+    The message names where it was found (a Redis key, or ``schema.table[namespace/key]``) and
+    what to do: ``process-balancer repair`` for the group's derived state, ``scale`` for a count.
+    """
+
+
+#: What to do about unreadable derived state (membership, assignment, version).
+REPAIR_HINT = (
+    "run `process-balancer repair` to rebuild the group's membership, assignment and version "
+    "(every readable count and pause is kept)"
+)
+#: What to do about an unreadable worker count or pause.
+SCALE_HINT = (
+    "set the count again with `process-balancer scale JOB N` "
+    "(`process-balancer repair --yes` removes it)"
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One value in the backend that cannot be read, where it is and what fixes it."""
+
+    where: str  # a Redis key (with the hash field), or schema.table[namespace/key]
+    detail: str  # "holds 'x', expected an integer"
+    fix: str
+    #: which part of the group's state: version, assignment_version, members, traits, info,
+    #: counts, paused, assignment, unplaced, commands, acks
+    part: str
+    item: str | None = None  # the member identity, job id or key within the part
+    raw: Any = None  # the value found, for a repair that removes it only if it is unchanged
+
+    def __str__(self) -> str:
+        return f"{self.where} {self.detail}; {self.fix}"
 
 
 @dataclass(frozen=True)
@@ -77,6 +110,25 @@ class GroupSnapshot:
     unplaced: dict[str, list[int]]
     #: the backend's clock when the snapshot was read (seconds since the epoch), if it has one
     now: float | None = None
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """Everything of a group that could be read, and what could not (for ``status``)."""
+
+    snapshot: GroupSnapshot  # unreadable parts are left out; an unreadable version reads as 0
+    paused: dict[str, int]
+    problems: list[Problem]
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What ``repair`` did, or would do without ``apply``."""
+
+    actions: list[str]  # one line per change
+    counts: dict[str, int]  # readable runtime counts, kept
+    paused: dict[str, int]  # readable pauses (job -> count it resumes to), kept
+    applied: bool
 
 
 @dataclass(frozen=True)
@@ -142,6 +194,22 @@ class Backend(abc.ABC):
         unplaced: Mapping[str, tuple[int, ...]],
     ) -> bool:
         """Store an assignment computed from state ``version`` if that is still current."""
+
+    @abc.abstractmethod
+    def inspect(self) -> Inspection:
+        """Read everything :meth:`snapshot` reads, plus pauses, without failing on what cannot
+        be read: unreadable values are left out and listed as problems."""
+
+    @abc.abstractmethod
+    def repair(self, *, apply: bool) -> RepairReport:
+        """Rebuild the group's derived state from what can be read, in one atomic step.
+
+        Unreadable members (or their traits and info) are dropped, live processes re-add
+        themselves at their next heartbeat; the assignment and unplaced slots are cleared; the
+        version is moved past any value it had, so every process recomputes. Readable counts
+        and pauses are kept, unreadable ones removed. Worker locks and fencing counters are
+        never touched. Without ``apply`` nothing is written: the report says what would be.
+        """
 
     # -- worker counts -----------------------------------------------------------------------
 

@@ -2,15 +2,38 @@
 
 Anything read back from a backend may have been written by another version, another program
 or a person; a value that does not decode is a :class:`CorruptStateError` naming where it was
-found, never a crash deep inside the balancing logic.
+found and what fixes it, never a crash deep inside the balancing logic.
+
+:func:`decode_group` turns what a backend read for a snapshot into a :class:`GroupSnapshot`
+the same way for every backend: strictly for balancing (an unreadable version, traits or info
+stops the rebalance), leniently for ``status`` and ``repair`` (everything readable is kept and
+each unreadable value becomes a :class:`Problem`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
-from .base import CorruptStateError
+from ..defaults import MAX_WORKERS_HARD_LIMIT
+from .base import (
+    REPAIR_HINT,
+    SCALE_HINT,
+    CorruptStateError,
+    GroupSnapshot,
+    MemberState,
+    Problem,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Versions beyond this are refused: Lua numbers (Redis scripts) lose precision past it.
+VERSION_LIMIT = 2**53
+_DECIMAL = re.compile(r"-?[0-9]{1,19}")
 
 
 def dumps(value: Any) -> str:
@@ -18,30 +41,273 @@ def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def integer(raw: Any, where: str) -> int:
-    try:
+def shown(raw: Any) -> str:
+    """A stored value as a message shows it: its repr, cut to 80 characters."""
+    text = repr(raw)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _whole(raw: Any) -> int | None:
+    """An integer as stored: an int, an integral float, or a plain decimal string."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float):
+        return int(raw) if raw.is_integer() and abs(raw) <= VERSION_LIMIT else None
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    if isinstance(raw, str) and _DECIMAL.fullmatch(raw):
         return int(raw)
-    except (TypeError, ValueError):
-        raise CorruptStateError(f"{where} holds {raw!r}, expected an integer") from None
+    return None
 
 
-def loads_dict(raw: str, where: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise CorruptStateError(f"{where} holds unreadable data {raw[:80]!r}") from None
-    if not isinstance(value, dict):
-        raise CorruptStateError(f"{where} holds {raw[:80]!r}, expected a JSON object")
+def version_value(raw: Any) -> int | None:
+    """A stored state version, or None when it is not one."""
+    value = _whole(raw)
+    return value if value is not None and abs(value) <= VERSION_LIMIT else None
+
+
+def count_value(raw: Any) -> int | None:
+    """A stored worker count (0 to ``MAX_WORKERS_HARD_LIMIT``), or None when it is not one."""
+    value = _whole(raw)
+    return value if value is not None and 0 <= value <= MAX_WORKERS_HARD_LIMIT else None
+
+
+def count_problem(raw: Any, where: str, part: str = "counts", item: str | None = None) -> Problem:
+    return Problem(
+        where,
+        f"holds {shown(raw)}, not an integer from 0 to {MAX_WORKERS_HARD_LIMIT} (a worker count)",
+        SCALE_HINT,
+        part,
+        item,
+        raw,
+    )
+
+
+def integer(raw: Any, where: str) -> int:
+    """A stored version; anything else is a CorruptStateError naming ``where``."""
+    value = version_value(raw)
+    if value is None:
+        raise CorruptStateError(
+            str(Problem(where, f"holds {shown(raw)}, expected an integer", REPAIR_HINT, "version"))
+        )
     return value
 
 
-def parse_slots(raw: str, where: str) -> dict[str, tuple[int, ...]]:
-    data = loads_dict(raw, where)
+def _dict(
+    raw: Any, where: str, part: str, item: str | None
+) -> tuple[dict[str, Any], Problem | None]:
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
+        detail = f"holds unreadable data {shown(raw)}"
+        return {}, Problem(where, detail, REPAIR_HINT, part, item, raw)
+    if not isinstance(value, dict):
+        detail = f"holds {shown(raw)}, expected a JSON object"
+        return {}, Problem(where, detail, REPAIR_HINT, part, item, raw)
+    return value, None
+
+
+def _slots(
+    raw: Any, where: str, part: str, item: str | None
+) -> tuple[dict[str, tuple[int, ...]], Problem | None]:
+    data, problem = _dict(raw, where, part, item)
+    if problem is not None:
+        return {}, problem
     slots: dict[str, tuple[int, ...]] = {}
     for job_id, indexes in data.items():
         if not isinstance(indexes, list) or not all(
-            isinstance(i, int) and not isinstance(i, bool) for i in indexes
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indexes
         ):
-            raise CorruptStateError(f"{where} lists {indexes!r} for job {job_id!r}")
+            detail = f"lists {shown(indexes)} for job {job_id!r}"
+            return {}, Problem(where, detail, REPAIR_HINT, part, item, raw)
         slots[job_id] = tuple(indexes)
+    return slots, None
+
+
+def loads_dict(raw: Any, where: str) -> dict[str, Any]:
+    """A stored JSON object; anything else is a CorruptStateError naming ``where``."""
+    value, problem = _dict(raw, where, "traits", None)
+    if problem is not None:
+        raise CorruptStateError(str(problem))
+    return value
+
+
+def parse_slots(raw: Any, where: str) -> dict[str, tuple[int, ...]]:
+    """Stored slots ``{job: [index, ...]}``; anything else is a CorruptStateError."""
+    slots, problem = _slots(raw, where, "assignment", None)
+    if problem is not None:
+        raise CorruptStateError(str(problem))
     return slots
+
+
+class _Once:
+    """Log each problem once per process (until it changes), not at every rebalance."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def __call__(self, problem: Problem | str) -> None:
+        text = str(problem)
+        with self._lock:
+            if text in self._seen:
+                return
+            if len(self._seen) >= self._limit:
+                self._seen.clear()
+            self._seen.add(text)
+        logger.error("%s", text)
+
+
+#: Logs a problem the first time this process meets it.
+report_once = _Once()
+
+
+@dataclass
+class RawMember:
+    identity: str
+    deadline: Any  # seconds since the epoch, as stored
+    traits: Any
+    info: Any
+    where: str  # the member's key or row; traits and info are named under it
+    where_traits: str
+    where_info: str
+
+
+@dataclass
+class RawGroup:
+    """What a backend read for one snapshot, undecoded, with where each value lives."""
+
+    now: float
+    version: tuple[str, Any]  # (where, stored value); None: never written (0)
+    assignment_version: tuple[str, Any]
+    members: list[RawMember] = field(default_factory=list)
+    counts: list[tuple[str, Any, str]] = field(default_factory=list)  # job, value, where
+    paused: list[tuple[str, Any, str]] = field(default_factory=list)
+    assignment: list[tuple[str, Any, str]] = field(default_factory=list)  # identity, value, where
+    unplaced: tuple[str, Any] = ("", None)
+    #: found while reading (a Redis key holding another type than expected)
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass
+class Decoded:
+    snapshot: GroupSnapshot
+    paused: dict[str, int]
+    problems: list[Problem]
+
+
+def _version(entry: tuple[str, Any], part: str, problems: list[Problem]) -> int:
+    where, raw = entry
+    if raw is None:
+        return 0
+    value = version_value(raw)
+    if value is None:
+        problems.append(
+            Problem(where, f"holds {shown(raw)}, expected an integer", REPAIR_HINT, part)
+        )
+        return 0
+    return value
+
+
+def decode_group(raw: RawGroup, *, lenient: bool) -> Decoded:
+    """The snapshot in ``raw``.
+
+    Strict (``lenient=False``, for balancing): an unreadable key type, version, traits or info
+    raises CorruptStateError naming every such value and ``process-balancer repair``. Counts,
+    pauses, deadlines, the previous assignment and unplaced slots that cannot be read are left
+    out and logged once: the balancer works without them and rewrites what it can. A job
+    whose count cannot be read while it is paused stays at 0.
+
+    Lenient (for ``status`` and ``repair``): nothing raises; every unreadable value is left out
+    and returned as a problem.
+    """
+    hard: list[Problem] = list(raw.problems)
+    soft: list[Problem] = []
+    version = _version(raw.version, "version", hard)
+    assignment_version = _version(raw.assignment_version, "assignment_version", hard)
+    members: list[MemberState] = []
+    for entry in raw.members:
+        deadline = entry.deadline
+        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
+            soft.append(
+                Problem(
+                    entry.where,
+                    f"has the deadline {shown(deadline)}, not a time; the member is left out",
+                    REPAIR_HINT,
+                    "members",
+                    entry.identity,
+                    deadline,
+                )
+            )
+            continue
+        traits, problem = _dict(entry.traits, entry.where_traits, "traits", entry.identity)
+        if problem is not None:
+            hard.append(problem)
+        info, problem = _dict(entry.info, entry.where_info, "info", entry.identity)
+        if problem is not None:
+            hard.append(problem)
+        members.append(MemberState(entry.identity, float(deadline), traits, info))
+    paused: dict[str, int] = {}
+    for job_id, value, where in raw.paused:
+        count = count_value(value)
+        if count is None:
+            soft.append(count_problem(value, where, "paused", job_id))
+        else:
+            paused[job_id] = count
+    paused_jobs = {job_id for job_id, _, _ in raw.paused}
+    counts: dict[str, int] = {}
+    for job_id, value, where in raw.counts:
+        count = count_value(value)
+        if count is None:
+            soft.append(count_problem(value, where, "counts", job_id))
+            if job_id in paused_jobs:
+                counts[job_id] = 0
+        else:
+            counts[job_id] = count
+    assignment: dict[str, dict[str, list[int]]] = {}
+    for identity, value, where in raw.assignment:
+        slots, problem = _slots(value, where, "assignment", identity)
+        if problem is not None:
+            soft.append(problem)
+        else:
+            assignment[identity] = {job: list(indexes) for job, indexes in slots.items()}
+    unplaced_where, unplaced_raw = raw.unplaced
+    unplaced: dict[str, list[int]] = {}
+    if unplaced_raw is not None:
+        parsed, problem = _slots(unplaced_raw, unplaced_where, "unplaced", None)
+        if problem is not None:
+            soft.append(problem)
+        unplaced = {job: list(indexes) for job, indexes in parsed.items()}
+    if not lenient:
+        if hard:
+            raise CorruptStateError(_joined(hard))
+        for problem in soft:
+            report_once(problem)
+    snapshot = GroupSnapshot(
+        version=version,
+        assignment_version=assignment_version,
+        members=members,
+        counts=counts,
+        assignment=assignment,
+        unplaced=unplaced,
+        now=raw.now,
+    )
+    return Decoded(snapshot, paused, hard + soft)
+
+
+def _joined(problems: list[Problem]) -> str:
+    """Several problems as one message: each place and what it holds, then the fix once."""
+    fixes = list(dict.fromkeys(p.fix for p in problems))
+    parts = "; ".join(f"{p.where} {p.detail}" for p in problems)
+    return f"{parts}; {'; '.join(fixes)}"
+
+
+def corrupt(problems: list[Problem]) -> CorruptStateError:
+    """One CorruptStateError for ``problems`` (not empty)."""
+    return CorruptStateError(_joined(problems))

@@ -18,18 +18,24 @@ from .base import (
     ACK_TTL_MS,
     COMMAND_TTL_MS,
     PRUNE_BATCH,
+    REPAIR_HINT,
     Acquired,
     Backend,
     BackendError,
     CorruptStateError,
     GroupSnapshot,
     HeartbeatResult,
-    MemberState,
+    Inspection,
+    Problem,
+    RepairReport,
 )
+from .codec import RawGroup, RawMember, corrupt, count_problem, count_value, decode_group, shown
 from .codec import dumps as _dumps
 from .codec import integer as _int
-from .codec import loads_dict as _loads_dict
 from .codec import parse_slots as _parse_slots
+from .codec import report_once as _report_once
+from .codec import version_value as _version_value
+from .redis_repair import plan_repair
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +53,32 @@ _SCRIPTS = (
     "pause",
     "resume",
     "reset_incarnation",
+    "repair",
 )
+
+#: The type each key of a group must have; a key that has another one was written by
+#: something else (a WRONGTYPE error names no key, so the keys are checked when one happens).
+KEY_TYPES = {
+    "members": "zset",
+    "traits": "hash",
+    "info": "hash",
+    "version": "string",
+    "assignment_version": "string",
+    "assignment": "hash",
+    "unplaced": "string",
+    "counts": "hash",
+    "paused": "hash",
+    "commands": "list",
+    "acks": "hash",
+    "lock": "string",
+    "fence": "string",
+    "incarnation": "hash",
+    "departed": "zset",
+}
+#: Keys that hold an integer the scripts increment or compare.
+_INTEGER_KEYS = ("version", "assignment_version", "fence")
+#: Fields of the heartbeat script's reply read here.
+_HEARTBEAT_FIELDS = 11
 
 
 def _load_script(name: str) -> str:
@@ -95,17 +126,70 @@ class RedisBackend(Backend):
         return self.key("commands", identity)
 
     @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self, *keys: str) -> Iterator[None]:
+        """Redis failures as BackendError; an error caused by what ``keys`` hold (a wrong
+        type, a version that is not an integer) as CorruptStateError naming them."""
         try:
             yield
+        except redis.ResponseError as exc:
+            raise self._explain(exc, keys) from exc
         except redis.RedisError as exc:
             raise BackendError(f"Redis at {self.display_url}: {exc}") from exc
 
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        try:
+        with self._errors(*keys):
             return self._scripts[name](keys=keys, args=args)
-        except redis.RedisError as exc:
-            raise BackendError(f"Redis at {self.display_url}: {exc}") from exc
+
+    def _kind(self, key: str) -> str:
+        """``members``, ``commands``, ``lock``...: what a key of this group is for."""
+        return key[len(self._prefix) :].split(":", 1)[0]
+
+    def _fix(self, kind: str) -> str:
+        if kind in ("lock", "fence"):
+            return (
+                "worker locks and fencing counters are never rewritten: delete that key if "
+                "nothing else uses it"
+            )
+        if kind in ("counts", "paused"):
+            return (
+                "`process-balancer repair --yes` removes it; then set the counts again with "
+                "`process-balancer scale`"
+            )
+        return REPAIR_HINT
+
+    def diagnose(self, keys: tuple[str, ...] | list[str]) -> list[Problem]:
+        """What is wrong with ``keys``: a type other than the one each must have, or an
+        integer key (version, fencing counter) that holds something else."""
+        keys = [k for k in dict.fromkeys(keys) if self._kind(k) in KEY_TYPES]
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.type(key)
+                    pipe.get(key) if self._kind(key) in _INTEGER_KEYS else pipe.exists(key)
+                found = pipe.execute(raise_on_error=False)
+        except redis.RedisError:
+            return []
+        problems = []
+        for key, kind, value in zip(keys, found[::2], found[1::2], strict=True):
+            part = self._kind(key)
+            expected = KEY_TYPES[part]
+            if isinstance(kind, str) and kind not in ("none", expected):
+                problems.append(
+                    Problem(key, f"is a {kind}, expected a {expected}", self._fix(part), part)
+                )
+            elif part in _INTEGER_KEYS and isinstance(value, str) and _version_value(value) is None:
+                problems.append(
+                    Problem(
+                        key, f"holds {shown(value)}, expected an integer", self._fix(part), part
+                    )
+                )
+        return problems
+
+    def _explain(self, exc: redis.ResponseError, keys: tuple[str, ...]) -> BackendError:
+        problems = self.diagnose(keys)
+        if problems:
+            return corrupt(problems)
+        return BackendError(f"Redis at {self.display_url}: {exc}")
 
     # -- membership --------------------------------------------------------------------------
 
@@ -121,19 +205,20 @@ class RedisBackend(Backend):
         known_version: int = 0,
         hold: float = 0.0,
     ) -> HeartbeatResult:
+        keys = [
+            self._members,
+            self._traits,
+            self._info,
+            self._version,
+            self._assignment_version,
+            self._assignment,
+            self._commands_key(identity),
+            self._incarnation,
+            self._departed,
+        ]
         reply = self._run(
             "heartbeat",
-            [
-                self._members,
-                self._traits,
-                self._info,
-                self._version,
-                self._assignment_version,
-                self._assignment,
-                self._commands_key(identity),
-                self._incarnation,
-                self._departed,
-            ],
+            keys,
             [
                 identity,
                 _dumps(traits),
@@ -147,11 +232,19 @@ class RedisBackend(Backend):
                 known_version,
             ],
         )
-        if reply and reply[0] == -1:
+        if isinstance(reply, list) and reply and reply[0] == -1:
+            # The script found a version key it cannot read before writing anything.
+            problems = self.diagnose(keys)
+            if problems:
+                raise corrupt(problems)
             raise CorruptStateError(
-                f"{reply[1]} holds {reply[2]!r}, expected an integer; run "
-                "`process-balancer repair` to rebuild the group's derived state"
+                f"{reply[1]} holds {shown(reply[2] if len(reply) > 2 else None)}, expected an "
+                f"integer; {REPAIR_HINT}"
             )
+        # A value the script cannot read may also make its reply end early (Lua drops what
+        # follows a nil): the reply is checked before any of it is used.
+        if not isinstance(reply, list) or len(reply) < _HEARTBEAT_FIELDS:
+            raise self._bad_reply("heartbeat", keys, reply)
         (
             joined,
             changed,
@@ -164,7 +257,13 @@ class RedisBackend(Backend):
             now_ms,
             _grants_at,
             why,
-        ) = reply
+        ) = reply[:_HEARTBEAT_FIELDS]
+        if (
+            not isinstance(commands_raw, list)
+            or not isinstance(next_expiry_ms, int)
+            or not isinstance(now_ms, int)
+        ):
+            raise self._bad_reply("heartbeat", keys, reply)
         slots = None
         if slots_raw is not None:
             slots = _parse_slots(slots_raw, f"{self._assignment}[{identity}]")
@@ -174,21 +273,30 @@ class RedisBackend(Backend):
                 command = json.loads(raw)
                 if not isinstance(command, dict):
                     raise ValueError("not an object")
-            except ValueError:
+            except (TypeError, ValueError):
                 logger.warning("ignoring unreadable remote command %r for %s", raw, identity)
                 continue
             commands.append(command)
         return HeartbeatResult(
             joined=bool(joined),
             changed=bool(changed),
-            version=int(version),
+            version=_int(version, self._version),
             assignment_version=_int(av, self._assignment_version),
             slots=slots,
             commands=commands,
-            next_expiry=None if int(next_expiry_ms) < 0 else int(next_expiry_ms) / 1000.0,
+            next_expiry=None if next_expiry_ms < 0 else next_expiry_ms / 1000.0,
             incarnation=str(incarnation),
-            server_time=int(now_ms) / 1000.0,
+            server_time=now_ms / 1000.0,
             new_incarnation=str(why or ""),
+        )
+
+    def _bad_reply(self, script: str, keys: list[str], reply: Any) -> CorruptStateError:
+        problems = self.diagnose(keys)
+        if problems:
+            return corrupt(problems)
+        return CorruptStateError(
+            f"the {script} script answered {shown(reply)}, which is not what it returns for "
+            f"readable data in {', '.join(keys)}; {REPAIR_HINT}"
         )
 
     def reset_incarnation(self, expected: str, hold: float) -> str:
@@ -212,8 +320,8 @@ class RedisBackend(Backend):
             [identity, self.channel],
         )
 
-    def snapshot(self) -> GroupSnapshot:
-        now_ms, version, av, members_raw, traits_raw, info_raw, counts_raw, assign_raw, unpl = (
+    def _read_group(self) -> RawGroup:
+        now_ms, wrong, version, av, members, traits_raw, info_raw, counts, assign, unpl, paused = (
             self._run(
                 "snapshot",
                 [
@@ -225,49 +333,112 @@ class RedisBackend(Backend):
                     self._assignment,
                     self._counts,
                     self._unplaced,
+                    self._paused,
                 ],
                 [],
             )
         )
         traits = _pairs(traits_raw)
         infos = _pairs(info_raw)
-        members = []
-        for identity, deadline in _pairs(members_raw).items():
-            members.append(
-                MemberState(
+        raw = RawGroup(
+            now=now_ms / 1000.0,
+            version=(self._version, version),
+            assignment_version=(self._assignment_version, av),
+            unplaced=(self._unplaced, unpl),
+        )
+        for entry in wrong:
+            key, _, found = entry.rpartition(" ")
+            part = self._kind(key)
+            detail = f"is a {found}, expected a {KEY_TYPES[part]}"
+            raw.problems.append(Problem(key, detail, self._fix(part), part, raw=found))
+        for identity, deadline in _pairs(members).items():
+            raw.members.append(
+                RawMember(
                     identity=identity,
                     deadline=float(deadline) / 1000.0,
-                    traits=_loads_dict(traits.get(identity, "{}"), f"{self._traits}[{identity}]"),
-                    info=_loads_dict(infos.get(identity, "{}"), f"{self._info}[{identity}]"),
+                    traits=traits.get(identity, "{}"),
+                    info=infos.get(identity, "{}"),
+                    where=f"{self._members}[{identity}]",
+                    where_traits=f"{self._traits}[{identity}]",
+                    where_info=f"{self._info}[{identity}]",
                 )
             )
-        counts = {}
-        for job_id, raw in _pairs(counts_raw).items():
-            try:
-                counts[job_id] = int(raw)
-            except ValueError:
-                logger.error(
-                    "worker count of job %r in %s is %r, not an integer; the job's config count "
-                    "is used until it is set again (process-balancer scale or "
-                    "adjust_scheduled_workers)",
-                    job_id,
-                    self._counts,
-                    raw,
-                )
-        assignment = {
-            identity: {job: list(idx) for job, idx in _parse_slots(raw, identity).items()}
-            for identity, raw in _pairs(assign_raw).items()
-        }
-        unplaced = {job: list(idx) for job, idx in _parse_slots(unpl, self._unplaced).items()}
-        return GroupSnapshot(
-            version=_int(version, self._version),
-            assignment_version=_int(av, self._assignment_version),
-            members=members,
-            counts=counts,
-            assignment=assignment,
-            unplaced=unplaced,
-            now=float(now_ms) / 1000.0,
-        )
+        raw.counts = [
+            (job, value, f"{self._counts}[{job}]") for job, value in _pairs(counts).items()
+        ]
+        raw.paused = [
+            (job, value, f"{self._paused}[{job}]") for job, value in _pairs(paused).items()
+        ]
+        raw.assignment = [
+            (identity, value, f"{self._assignment}[{identity}]")
+            for identity, value in _pairs(assign).items()
+        ]
+        return raw
+
+    def snapshot(self) -> GroupSnapshot:
+        return decode_group(self._read_group(), lenient=False).snapshot
+
+    def inspect(self) -> Inspection:
+        decoded = decode_group(self._read_group(), lenient=True)
+        return Inspection(decoded.snapshot, decoded.paused, decoded.problems)
+
+    def repair(self, *, apply: bool) -> RepairReport:
+        raw = self._read_group()
+        decoded = decode_group(raw, lenient=True)
+        extra = self._stray_keys()
+        holders = self._lock_holders() if apply else {}
+        plan = plan_repair(self.fixed_keys(), self.key, decoded, extra, holders)
+        if not apply:
+            return RepairReport(plan.actions, decoded.snapshot.counts, decoded.paused, False)
+        version, _ = self._run("repair", plan.keys, [self.channel, len(plan.ops), *plan.args()])
+        actions = [
+            *plan.actions[:-1],
+            f"{self._version}: set to {version}, past every earlier version, and "
+            f"{self._assignment_version} cleared, so every process recomputes",
+        ]
+        return RepairReport(actions, decoded.snapshot.counts, decoded.paused, True)
+
+    def fixed_keys(self) -> list[str]:
+        """The keys ``repair`` rewrites, in the order repair.lua takes them."""
+        return [
+            self._members,
+            self._traits,
+            self._info,
+            self._version,
+            self._assignment_version,
+            self._assignment,
+            self._unplaced,
+            self._counts,
+            self._paused,
+        ]
+
+    def _stray_keys(self) -> list[Problem]:
+        """Command queues and acknowledgements of another type than they must have."""
+        found = []
+        with self._errors():
+            for kind in ("commands", "acks"):
+                for key in self.client.scan_iter(match=f"{self._prefix}{kind}:*", count=1000):
+                    found.append(str(key))
+        return self.diagnose(found)
+
+    def _lock_holders(self) -> dict[str, int]:
+        """identity -> ms its worker locks still live, for every holder of a lock now."""
+        holders: dict[str, int] = {}
+        with self._errors():
+            keys = [
+                str(k) for k in self.client.scan_iter(match=f"{self._prefix}lock:*", count=1000)
+            ]
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.get(key)
+                    pipe.pttl(key)
+                found = pipe.execute(raise_on_error=False)
+        for value, ttl in zip(found[::2], found[1::2], strict=True):
+            if isinstance(value, str) and isinstance(ttl, int) and ttl > 0:
+                parts = value.split(" ", 2)
+                if len(parts) == 3 and parts[1].isdigit():
+                    holders[parts[2]] = max(holders.get(parts[2], 0), ttl)
+        return holders
 
     def write_assignment(
         self,
@@ -288,24 +459,19 @@ class RedisBackend(Backend):
             [self._version, self._assignment_version, self._assignment, self._unplaced],
             args,
         )
-        return bool(written)
+        return self._status(written)
 
     # -- worker counts -----------------------------------------------------------------------
 
     def get_count(self, job_id: str) -> int | None:
-        try:
+        with self._errors(self._counts):
             raw = self.client.hget(self._counts, job_id)
-        except redis.RedisError as exc:
-            raise BackendError(f"Redis at {self.display_url}: {exc}") from exc
         if raw is None:
             return None
-        try:
-            return int(raw)
-        except ValueError:
-            raise CorruptStateError(
-                f"the worker count of job {job_id!r} stored in {self._counts} is {raw!r}, not "
-                f"an integer; set it again with adjust_scheduled_workers({job_id!r}, to=N)"
-            ) from None
+        count = count_value(raw)
+        if count is None:
+            raise CorruptStateError(str(count_problem(raw, f"{self._counts}[{job_id}]")))
+        return count
 
     def set_count(self, job_id: str, *, to: int | None, by: int | None, default: int) -> int:
         mode, value = ("to", to) if to is not None else ("by", by)
@@ -327,15 +493,15 @@ class RedisBackend(Backend):
         return int(result)
 
     def clear_count(self, job_id: str) -> None:
-        try:
-            with self.client.pipeline(transaction=True) as pipe:
-                pipe.hdel(self._counts, job_id)
-                pipe.hdel(self._paused, job_id)
-                pipe.incr(self._version)
-                pipe.publish(self.channel, "state")
-                pipe.execute()
-        except redis.RedisError as exc:
-            raise BackendError(f"Redis at {self.display_url}: {exc}") from exc
+        with (
+            self._errors(self._counts, self._paused, self._version),
+            self.client.pipeline(transaction=True) as pipe,
+        ):
+            pipe.hdel(self._counts, job_id)
+            pipe.hdel(self._paused, job_id)
+            pipe.incr(self._version)
+            pipe.publish(self.channel, "state")
+            pipe.execute()
 
     def pause(self, job_id: str, *, default: int) -> int | None:
         status, value = self._run(
@@ -360,24 +526,19 @@ class RedisBackend(Backend):
         return int(result[1]) if result[0] == 1 else None
 
     def paused_counts(self) -> dict[str, int]:
-        with self._errors():
+        with self._errors(self._paused):
             raw = self.client.hgetall(self._paused)
         counts: dict[str, int] = {}
         for job_id, value in raw.items():
-            try:
-                counts[str(job_id)] = int(value)
-            except ValueError:
-                logger.error(
-                    "the count to resume job %r with, stored in %s, is %r, not a count; "
-                    "resume refuses it until the count is set with process-balancer scale",
-                    job_id,
-                    self._paused,
-                    value,
-                )
+            count = count_value(value)
+            if count is None:
+                _report_once(count_problem(value, f"{self._paused}[{job_id!s}]", "paused"))
+                continue
+            counts[str(job_id)] = count
         return counts
 
     def unplaced(self) -> dict[str, list[int]]:
-        with self._errors():
+        with self._errors(self._unplaced):
             raw = self.client.get(self._unplaced)
         parsed = _parse_slots(str(raw or "{}"), self._unplaced)
         return {job: list(indexes) for job, indexes in parsed.items()}
@@ -385,33 +546,53 @@ class RedisBackend(Backend):
     # -- remote commands ---------------------------------------------------------------------
 
     def send_command(self, identity: str, command: Mapping[str, Any]) -> bool:
-        queued = self._run(
-            "send_command",
-            [self._members, self._commands_key(identity)],
-            [identity, _dumps(command), COMMAND_TTL_MS],
+        queued = self._status(
+            self._run(
+                "send_command",
+                [self._members, self._commands_key(identity)],
+                [identity, _dumps(command), COMMAND_TTL_MS],
+            )
         )
         if queued:
             # Wake the member now; it also finds the command at its next heartbeat.
             with contextlib.suppress(redis.RedisError):
                 self.client.publish(self.channel, f"command {identity}")
-        return bool(queued)
+        return queued
+
+    def _status(self, reply: Any) -> bool:
+        """A script's 1 or 0; its ``{-1, "<key> <type>"...}`` (a key of the wrong type, nothing
+        written) as CorruptStateError naming those keys."""
+        if isinstance(reply, int):
+            return bool(reply)
+        problems = []
+        for entry in reply[1:] if isinstance(reply, list) else []:
+            key, _, found = str(entry).rpartition(" ")
+            part = self._kind(key)
+            expected = KEY_TYPES.get(part, "?")
+            problems.append(
+                Problem(key, f"is a {found}, expected a {expected}", self._fix(part), part)
+            )
+        if not problems:
+            raise CorruptStateError(f"a script answered {shown(reply)}; {REPAIR_HINT}")
+        raise corrupt(problems)
 
     def ack_command(self, identity: str, command_id: str, at: float) -> None:
         key = self.key("acks", command_id)
-        with self._errors(), self.client.pipeline(transaction=True) as pipe:
+        with self._errors(key), self.client.pipeline(transaction=True) as pipe:
             pipe.hset(key, identity, repr(at))
             pipe.pexpire(key, ACK_TTL_MS)
             pipe.execute()
 
     def command_acks(self, command_id: str) -> dict[str, float]:
-        with self._errors():
-            raw = self.client.hgetall(self.key("acks", command_id))
+        key = self.key("acks", command_id)
+        with self._errors(key):
+            raw = self.client.hgetall(key)
         acks: dict[str, float] = {}
         for identity, at in raw.items():
             try:
                 acks[str(identity)] = float(at)
             except ValueError:
-                acks[str(identity)] = 0.0
+                acks[str(identity)] = 0.0  # acknowledged; only the time is unreadable
         return acks
 
     # -- worker locks ------------------------------------------------------------------------

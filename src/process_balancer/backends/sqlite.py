@@ -24,17 +24,20 @@ from .base import (
     PRUNE_BATCH,
     Acquired,
     Backend,
+    CorruptStateError,
     GroupSnapshot,
     HeartbeatResult,
-    MemberState,
+    Inspection,
+    RepairReport,
 )
+from .codec import count_problem, count_value, decode_group, report_once
 from .codec import dumps as _dumps
-from .codec import loads_dict as _loads_dict
 from .codec import parse_slots as _parse_slots
 from .sqlite_connection import Database, Scope, emit, seconds, sqlite_path
-from .sqlite_counts import CountTable, stored_count
+from .sqlite_counts import CountTable
 from .sqlite_events import listen
 from .sqlite_locks import LockTable
+from .sqlite_repair import read_group, repair
 
 logger = logging.getLogger(__name__)
 
@@ -220,78 +223,18 @@ class SQLiteBackend(Backend):
                 self.scope.bump(conn)
 
     def snapshot(self) -> GroupSnapshot:
-        ns = self.namespace
         with self.db.transaction(write=False) as conn:
-            version, av = self.scope.versions(conn)
-            now = time.time()
-            rows = conn.execute(
-                "SELECT identity, deadline, traits, info FROM pb_members "
-                "WHERE namespace = ? AND deadline > ? ORDER BY deadline",
-                (ns, now),
-            ).fetchall()
-            count_rows = conn.execute(
-                "SELECT job_id, count FROM pb_counts WHERE namespace = ?", (ns,)
-            ).fetchall()
-            assign_rows = conn.execute(
-                "SELECT identity, slots FROM pb_assignment WHERE namespace = ?", (ns,)
-            ).fetchall()
-            unplaced_row = conn.execute(
-                "SELECT unplaced FROM pb_groups WHERE namespace = ?", (ns,)
-            ).fetchone()
-        members = []
-        for identity, deadline, traits, info in rows:
-            if seconds(deadline) is None:
-                logger.error(
-                    "member %s has the deadline %r in %s, not a time; it is left out of the "
-                    "group until it heartbeats again",
-                    identity,
-                    deadline,
-                    self.db.describe(),
-                )
-                continue
-            where = self.scope.where("pb_members", f"identity {identity!r}")
-            members.append(
-                MemberState(
-                    identity=identity,
-                    deadline=float(deadline),
-                    traits=_loads_dict(str(traits), f"{where}, traits"),
-                    info=_loads_dict(str(info), f"{where}, info"),
-                )
-            )
-        counts = {}
-        for job_id, raw in count_rows:
-            count = stored_count(raw)
-            if count is None:
-                logger.error(
-                    "worker count of job %r in %s is %r, not an integer; the job's config count "
-                    "is used until it is set again (process-balancer scale or "
-                    "adjust_scheduled_workers)",
-                    job_id,
-                    self.scope.where("pb_counts", f"job {job_id!r}"),
-                    raw,
-                )
-                continue
-            counts[job_id] = count
-        assignment = {
-            identity: {
-                job: list(indexes)
-                for job, indexes in _parse_slots(
-                    str(raw), self.scope.where("pb_assignment", f"identity {identity!r}")
-                ).items()
-            }
-            for identity, raw in assign_rows
-        }
-        unplaced_raw = "{}" if unplaced_row is None else str(unplaced_row[0])
-        unplaced = _parse_slots(unplaced_raw, self.scope.where("pb_groups", "unplaced"))
-        return GroupSnapshot(
-            version=version,
-            assignment_version=av,
-            members=members,
-            counts=counts,
-            assignment=assignment,
-            unplaced={job: list(indexes) for job, indexes in unplaced.items()},
-            now=now,
-        )
+            raw = read_group(self.scope, conn)
+        return decode_group(raw, lenient=False).snapshot
+
+    def inspect(self) -> Inspection:
+        with self.db.transaction(write=False) as conn:
+            raw = read_group(self.scope, conn)
+        decoded = decode_group(raw, lenient=True)
+        return Inspection(decoded.snapshot, decoded.paused, decoded.problems)
+
+    def repair(self, *, apply: bool) -> RepairReport:
+        return repair(self.scope, apply=apply)
 
     def write_assignment(
         self,
@@ -322,8 +265,22 @@ class SQLiteBackend(Backend):
 
     # -- worker counts -----------------------------------------------------------------------
 
+    def _stored_count(self, table: str, job_id: str) -> tuple[object, str] | None:
+        with self.db.transaction(write=False) as conn:
+            row = conn.execute(
+                f"SELECT count FROM {table} WHERE namespace = ? AND job_id = ?",
+                (self.namespace, job_id),
+            ).fetchone()
+        return None if row is None else (row[0], self.scope.where(table, f"job {job_id!r}"))
+
     def get_count(self, job_id: str) -> int | None:
-        return self._counts.get(job_id)
+        stored = self._stored_count("pb_counts", job_id)
+        if stored is None:
+            return None
+        count = count_value(stored[0])
+        if count is None:
+            raise CorruptStateError(str(count_problem(*stored)))
+        return count
 
     def set_count(self, job_id: str, *, to: int | None, by: int | None, default: int) -> int:
         return self._counts.set(job_id, to=to, by=by, default=default)
@@ -338,7 +295,19 @@ class SQLiteBackend(Backend):
         return self._counts.resume(job_id)
 
     def paused_counts(self) -> dict[str, int]:
-        return self._counts.paused()
+        with self.db.transaction(write=False) as conn:
+            rows = conn.execute(
+                "SELECT job_id, count FROM pb_paused WHERE namespace = ?", (self.namespace,)
+            ).fetchall()
+        paused = {}
+        for job_id, raw in rows:
+            count = count_value(raw)
+            if count is None:
+                where = self.scope.where("pb_paused", f"job {job_id!r}")
+                report_once(count_problem(raw, where, "paused", job_id))
+                continue
+            paused[str(job_id)] = count
+        return paused
 
     def unplaced(self) -> dict[str, list[int]]:
         with self.db.transaction(write=False) as conn:

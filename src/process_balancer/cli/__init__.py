@@ -7,6 +7,7 @@ import click
 from .. import __version__
 from .control import dump, quiet, stop
 from .migrate import migrate
+from .repair import repair
 from .run import run
 from .scale import pause, resume, scale
 from .status import status
@@ -26,5 +27,5 @@ def main() -> None:
     """
 
 
-for _command in (run, status, scale, pause, resume, quiet, stop, dump, web, migrate):
+for _command in (run, status, scale, pause, resume, quiet, stop, dump, web, migrate, repair):
     main.add_command(_command)

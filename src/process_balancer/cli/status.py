@@ -16,7 +16,7 @@ from rich.text import Text
 from ..api import Client
 from ..backends import BackendError
 from ..status import DEFAULT_STUCK_AFTER
-from .common import with_client
+from .common import EXIT_FAILED, fail, with_client
 from .status_table import render
 
 #: Width of the table when stdout is not a terminal (piped to a file, less, grep).
@@ -57,13 +57,24 @@ def _print_json(status: dict[str, Any]) -> None:
 @with_client
 def status(client: Client, as_json: bool, watch: float | None, stuck_after: float) -> None:
     """Show the processes of the group, their slots, and every job's scheduled and running
-    workers, unplaced and stuck slots."""
+    workers, unplaced and stuck slots.
+
+    Data the backend holds that cannot be read is listed with where it is and what fixes it,
+    under everything that could be read; the exit status is then 1."""
     document = client.status(stuck_after=stuck_after)
     if watch is None:
         if as_json:
             _print_json(document)
         else:
             _console().print(render(document))
+        problems = document["problems"]
+        if problems:
+            places = ", ".join(p["where"] for p in problems)
+            fixes = "; ".join(dict.fromkeys(p["fix"] for p in problems))
+            fail(
+                f"the backend holds data this version cannot read, in {places}; {fixes}",
+                EXIT_FAILED,
+            )
         return
     try:
         if as_json:

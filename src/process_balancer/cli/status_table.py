@@ -74,11 +74,29 @@ def _header(status: Mapping[str, Any]) -> Text:
     text.append(f" on {status['backend']}  ·  ")
     text.append(f"{len(processes)} process{'es' if len(processes) != 1 else ''} ")
     text.append(f"({active} active)  ·  {len(status['jobs'])} job(s)  ·  ")
+    if status["assignment_version"] is None or status["state_version"] is None:
+        text.append("assignment unreadable", style="bold red")
+        return text
     text.append(f"assignment {status['assignment_version']}")
     text.append(
         " (current)" if current else " (being recomputed)", style=None if current else "yellow"
     )
     return text
+
+
+def problems_table(status: Mapping[str, Any]) -> Table:
+    """What the backend holds that cannot be read: where, what, and the fix (once each)."""
+    table = Table(
+        title="Unreadable data", title_justify="left", title_style="bold red", box=box.SIMPLE_HEAD
+    )
+    table.add_column("where", overflow="fold")
+    table.add_column("found", overflow="fold")
+    for problem in status["problems"]:
+        table.add_row(_text(problem["where"], "red"), _text(problem["detail"]))
+    fixes = dict.fromkeys(p["fix"] for p in status["problems"])
+    table.caption = "\n".join(f"fix: {fix}" for fix in fixes)
+    table.caption_justify = "left"
+    return table
 
 
 def processes_table(status: Mapping[str, Any]) -> Table:
@@ -166,8 +184,11 @@ def jobs_table(status: Mapping[str, Any]) -> Table:
 
 
 def render(status: Mapping[str, Any]) -> RenderableType:
-    """Header, then the processes, slots and jobs tables (those that have rows)."""
+    """Header, unreadable data if any, then the processes, slots and jobs tables (those that
+    have rows)."""
     parts: list[RenderableType] = [_header(status)]
+    if status["problems"]:
+        parts.append(problems_table(status))
     if status["processes"]:
         parts.append(processes_table(status))
     else:

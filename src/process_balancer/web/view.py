@@ -154,6 +154,10 @@ def dashboard(status: Mapping[str, Any], sample: Sample | None) -> dict[str, Any
             "restarts": sum(s["restarts"] for p in processes for s in p["slots"]),
         },
         "assignment_current": status["state_version"] == status["assignment_version"],
+        "problems": [
+            {"where": p["where"], "detail": p["detail"]} for p in status.get("problems", [])
+        ],
+        "fixes": list(dict.fromkeys(p["fix"] for p in status.get("problems", []))),
         "generated": _clock(now),
         "stuck_after": duration(status["stuck_after"]),
     }

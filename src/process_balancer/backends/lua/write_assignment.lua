@@ -2,6 +2,19 @@
 -- no assignment for that version was stored yet (compare-and-set: one assignment per version).
 -- KEYS: version, assignment_version, assignment (hash), unplaced
 -- ARGV: version, channel, unplaced json, then identity, slots json pairs
+-- Returns 1 stored, 0 not current (nothing written), or {-1, "<key> <type>"...} when a key
+-- holds another type than it must (nothing written).
+local expected = {'string', 'string', 'hash', 'string'}
+local wrong = {}
+for i, key in ipairs(KEYS) do
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= expected[i] then
+    wrong[#wrong + 1] = key .. ' ' .. found
+  end
+end
+if #wrong > 0 then
+  return {-1, unpack(wrong)}
+end
 if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then
   return 0
 end

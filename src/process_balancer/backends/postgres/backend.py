@@ -27,15 +27,17 @@ from ..base import (
     Acquired,
     Backend,
     BackendError,
+    CorruptStateError,
     GroupSnapshot,
     HeartbeatResult,
-    MemberState,
+    Inspection,
+    RepairReport,
 )
+from ..codec import RawGroup, RawMember, count_problem, count_value, decode_group, report_once
 from ..codec import dumps as _dumps
-from ..codec import integer as _int
-from ..codec import loads_dict as _loads_dict
 from ..codec import parse_slots as _parse_slots
 from .connections import ConnectionPool, channel_name, connect, one_line, parse_url, quote_ident
+from .repair import Group, repair
 from .schema import ensure_schema
 
 logger = logging.getLogger(__name__)
@@ -61,7 +63,9 @@ SELECT
     (SELECT coalesce(json_agg(json_build_array(c.job_id, c.count)), '[]')
      FROM {s}.pb_counts c WHERE c.namespace = %(ns)s AND c.count IS NOT NULL),
     (SELECT coalesce(json_agg(json_build_array(a.identity, a.slots::text)), '[]')
-     FROM {s}.pb_assignments a WHERE a.namespace = %(ns)s)
+     FROM {s}.pb_assignments a WHERE a.namespace = %(ns)s),
+    (SELECT coalesce(json_agg(json_build_array(c.job_id, c.resume_to)), '[]')
+     FROM {s}.pb_counts c WHERE c.namespace = %(ns)s AND c.resume_to IS NOT NULL)
 FROM t LEFT JOIN {s}.pb_groups g ON g.namespace = %(ns)s
 """
 
@@ -115,6 +119,7 @@ class PostgresBackend(Backend):
             f"SELECT * FROM {self._s}.pb_send_command(%s, %s, %s::jsonb, %s, %s)"
         )
         self._sql["snapshot"] = _SNAPSHOT.format(s=self._s)
+        self._group = Group(self.schema, self._s, namespace, self.channel)
 
     def _where(self, table: str, key: str) -> str:
         return f"{self.schema}.{table}[{self.namespace}/{key}]"
@@ -218,37 +223,49 @@ class PostgresBackend(Backend):
     def leave(self, identity: str) -> None:
         self._fetch("leave", (self.namespace, identity, self.channel))
 
-    def snapshot(self) -> GroupSnapshot:
-        now, version, av, unplaced_raw, members_raw, counts_raw, assign_raw = self._fetch(
-            "snapshot", {"ns": self.namespace}
-        )
-        members = [
-            MemberState(
-                identity=identity,
-                deadline=float(deadline),
-                traits=_loads_dict(traits, self._where("pb_members", identity) + ".traits"),
-                info=_loads_dict(info, self._where("pb_members", identity) + ".info"),
-            )
-            for identity, deadline, traits, info in members_raw
-        ]
-        assignment = {
-            identity: {
-                job: list(idx)
-                for job, idx in _parse_slots(raw, self._where("pb_assignments", identity)).items()
-            }
-            for identity, raw in assign_raw
-        }
-        where = f"{self.schema}.pb_groups[{self.namespace}].unplaced"
-        unplaced = {job: list(idx) for job, idx in _parse_slots(unplaced_raw, where).items()}
-        return GroupSnapshot(
-            version=_int(version, f"{self.schema}.pb_groups.version"),
-            assignment_version=_int(av, f"{self.schema}.pb_groups.assignment_version"),
-            members=members,
-            counts={str(job_id): int(count) for job_id, count in counts_raw},
-            assignment=assignment,
-            unplaced=unplaced,
+    def read_group(self, row: tuple[Any, ...]) -> RawGroup:
+        """A row of the snapshot query, undecoded, with where each value lives."""
+        now, version, av, unplaced, members, counts, assignment, paused = row
+        group = f"{self.schema}.pb_groups[{self.namespace}]"
+        raw = RawGroup(
             now=float(now),
+            version=(f"{group}.version", version),
+            assignment_version=(f"{group}.assignment_version", av),
+            unplaced=(f"{group}.unplaced", unplaced),
         )
+        for identity, deadline, traits, info in members:
+            where = self._where("pb_members", identity)
+            raw.members.append(
+                RawMember(
+                    identity, deadline, traits, info, where, f"{where}.traits", f"{where}.info"
+                )
+            )
+        raw.counts = [(j, c, self._where("pb_counts", j) + ".count") for j, c in counts]
+        raw.paused = [(j, c, self._where("pb_counts", j) + ".resume_to") for j, c in paused]
+        raw.assignment = [(i, a, self._where("pb_assignments", i)) for i, a in assignment]
+        return raw
+
+    def _read_through(self, conn: psycopg.Connection[Any]) -> RawGroup:
+        row = conn.execute(self._sql["snapshot"], {"ns": self.namespace}).fetchone()
+        if row is None:
+            raise BackendError(f"PostgreSQL at {self.display_url}: snapshot returned no row")
+        return self.read_group(tuple(row))
+
+    def snapshot(self) -> GroupSnapshot:
+        raw = self.read_group(self._fetch("snapshot", {"ns": self.namespace}))
+        return decode_group(raw, lenient=False).snapshot
+
+    def inspect(self) -> Inspection:
+        raw = self.read_group(self._fetch("snapshot", {"ns": self.namespace}))
+        decoded = decode_group(raw, lenient=True)
+        return Inspection(decoded.snapshot, decoded.paused, decoded.problems)
+
+    def repair(self, *, apply: bool) -> RepairReport:
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                return repair(conn, self._group, self._read_through, apply=apply)
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
 
     def write_assignment(
         self,
@@ -279,7 +296,13 @@ class PostgresBackend(Backend):
             f"SELECT count FROM {self._s}.pb_counts WHERE namespace = %s AND job_id = %s",
             (self.namespace, job_id),
         )
-        return None if not rows or rows[0][0] is None else int(rows[0][0])
+        if not rows or rows[0][0] is None:
+            return None
+        count = count_value(rows[0][0])
+        if count is None:
+            where = self._where("pb_counts", job_id) + ".count"
+            raise CorruptStateError(str(count_problem(rows[0][0], where)))
+        return count
 
     def set_count(self, job_id: str, *, to: int | None, by: int | None, default: int) -> int:
         mode, value = ("to", to) if to is not None else ("by", by)
@@ -310,7 +333,15 @@ class PostgresBackend(Backend):
             "WHERE namespace = %s AND resume_to IS NOT NULL",
             (self.namespace,),
         )
-        return {str(job_id): int(count) for job_id, count in rows}
+        paused = {}
+        for job_id, raw in rows:
+            count = count_value(raw)
+            if count is None:
+                where = self._where("pb_counts", job_id) + ".resume_to"
+                report_once(count_problem(raw, where, "paused", job_id))
+                continue
+            paused[str(job_id)] = count
+        return paused
 
     def unplaced(self) -> dict[str, list[int]]:
         rows = self._rows(
