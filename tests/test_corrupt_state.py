@@ -545,7 +545,7 @@ def test_repair_without_apply_writes_nothing_and_with_it_keeps_counts_and_pauses
     assert backend.lock_renew("j:0", lock.token, 30.0)
     assert backend.lock_release("j:0", lock.token)
     again = backend.lock_acquire("j:0", "a", 30.0)
-    assert again is not None and again.fence == lock.fence + 1
+    assert again is not None and again.fence > lock.fence
     beat(backend)
     assert rebalance(backend) is not None
 
