@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..defaults import MAX_WORKERS
 from .base import (
     PRUNE_BATCH,
     Acquired,
@@ -286,17 +287,25 @@ class SQLiteBackend(Backend):
     def get_count(self, job_id: str) -> int | None:
         return self._counts.get(job_id)
 
-    def set_count(self, job_id: str, *, to: int | None, by: int | None, default: int) -> int:
-        return self._counts.set(job_id, to=to, by=by, default=default)
+    def set_count(
+        self,
+        job_id: str,
+        *,
+        to: int | None,
+        by: int | None,
+        default: int,
+        maximum: int = MAX_WORKERS,
+    ) -> int:
+        return self._counts.set(job_id, to=to, by=by, default=default, maximum=maximum)
 
     def clear_count(self, job_id: str) -> None:
         self._counts.clear(job_id)
 
-    def pause(self, job_id: str, *, default: int) -> int | None:
-        return self._counts.pause(job_id, default=default)
+    def pause(self, job_id: str, *, default: int, maximum: int = MAX_WORKERS) -> int | None:
+        return self._counts.pause(job_id, default=default, maximum=maximum)
 
-    def resume(self, job_id: str) -> int | None:
-        return self._counts.resume(job_id)
+    def resume(self, job_id: str, *, maximum: int = MAX_WORKERS) -> int | None:
+        return self._counts.resume(job_id, maximum=maximum)
 
     def paused_counts(self) -> dict[str, int]:
         return self._counts.paused()

@@ -22,7 +22,7 @@ from .connections import PostgresURL, connect, one_line
 logger = logging.getLogger(__name__)
 
 #: Version of the tables and functions in ``backends/sql/schema.sql``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TABLES = (
     "pb_schema",
