@@ -222,3 +222,39 @@ def test_pause_and_resume_refuse_a_count_above_the_ceiling(
     assert resumed.exit_code == 1
     assert "cannot resume job 'q' with 20 workers" in resumed.stderr
     assert len(resumed.stderr.splitlines()) == 1
+
+
+# -- commands that only read never create a SQLite file -----------------------------------------
+
+
+READING = [
+    ["status"],
+    ["status", "--json"],
+    ["dump", "--all"],
+    ["quiet", "h:1:x"],
+    ["stop", "--host", "h"],
+]
+
+
+@pytest.mark.parametrize("args", READING, ids=lambda a: " ".join(a))
+def test_a_reading_command_on_a_missing_sqlite_file_says_so_and_creates_nothing(
+    tmp_path, args: list[str]
+) -> None:
+    missing = tmp_path / "no" / "such" / "dir" / "x.db"
+    result = invoke(*args, "--backend", f"sqlite:///{missing}")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"process-balancer: the SQLite file {missing} does not exist, so no process of this "
+        "group has run yet; check the backend URL (sqlite:///relative/path or "
+        "sqlite:////absolute/path) or start `process-balancer run`, which creates it"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_reading_command_on_an_existing_sqlite_file_works(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'group.db'}"
+    assert invoke("scale", "q", "3", "--force", "--backend", url).exit_code == 0
+    result = invoke("status", "--json", "--backend", url)
+    assert result.exit_code == 0, result.output
+    assert '"scheduled": 3' in result.stdout

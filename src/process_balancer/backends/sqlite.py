@@ -25,6 +25,7 @@ from .base import (
     PRUNE_BATCH,
     Acquired,
     Backend,
+    BackendError,
     GroupSnapshot,
     HeartbeatResult,
     MemberState,
@@ -32,7 +33,7 @@ from .base import (
 from .codec import dumps as _dumps
 from .codec import loads_dict as _loads_dict
 from .codec import parse_slots as _parse_slots
-from .sqlite_connection import Database, Scope, emit, seconds, sqlite_path
+from .sqlite_connection import Database, Scope, emit, missing_file, seconds, sqlite_path
 from .sqlite_counts import CountTable, stored_count
 from .sqlite_events import listen
 from .sqlite_locks import LockTable
@@ -58,11 +59,15 @@ def single_host_notice(url: str, *, default: bool) -> str:
 class SQLiteBackend(Backend):
     """Shared group state in a SQLite file, rows keyed by ``namespace``."""
 
-    def __init__(self, url: str, namespace: str) -> None:
+    def __init__(self, url: str, namespace: str, *, create: bool = True) -> None:
+        """``create=False`` (commands that only read) refuses a missing file with a
+        BackendError instead of creating it and its directory."""
         self.url = url
         self.namespace = namespace
         self.path = sqlite_path(url)
-        self.db = Database(self.path)
+        if not create and not self.path.exists():
+            raise BackendError(missing_file(self.path))
+        self.db = Database(self.path, create=create)
         self.scope = Scope(self.db, namespace)
         self._counts = CountTable(self.scope)
         self._locks = LockTable(self.scope)
