@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from process_balancer.backends import open_backend
 from process_balancer.cli import main
 from support.cli import free_port, pb
+from support.harness import wait_until
 
 COMMANDS = [
     ["status"],
@@ -258,3 +259,27 @@ def test_a_reading_command_on_an_existing_sqlite_file_works(tmp_path) -> None:
     result = invoke("status", "--json", "--backend", url)
     assert result.exit_code == 0, result.output
     assert '"scheduled": 3' in result.stdout
+
+
+# -- a config without jobs ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("jobs", ["jobs:\n", "jobs: {}\n", ""])
+def test_run_with_no_jobs_warns_in_one_line_and_keeps_running(tmp_path, spawn, jobs: str) -> None:
+    config = tmp_path / "pb.yml"
+    config.write_text(
+        f"global:\n  backend: sqlite:///{tmp_path / 'group.db'}\n  namespace: nojobs\n{jobs}"
+    )
+    proc = spawn(config, "p")
+    warning = wait_until(
+        lambda: next((line for line in proc.log().splitlines() if "names no jobs" in line), None),
+        15,
+        message="the no-jobs warning",
+    )
+    assert " WARNING " in warning
+    assert warning.endswith(
+        f"{config} names no jobs (`jobs:` is empty or missing): this process joins namespace "
+        "nojobs but runs nothing; add entries such as "
+        "`jobs: {my_job: {class: myapp.jobs:MyJob}}`"
+    )
+    assert proc.popen.poll() is None
