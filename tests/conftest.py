@@ -191,11 +191,31 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
     def start(config: Path, name: str | None = None, *args: str) -> Process:
         proc = Process(config, tmp_path, name or f"p{len(started)}", args)
         started.append(proc)
+        _wait_for_sqlite_file(config, proc)
         return proc
 
     yield start
     for proc in started:
         proc.stop()
+
+
+def _wait_for_sqlite_file(config: Path, proc: Process, timeout: float = 15.0) -> None:
+    """On a SQLite backend, wait until the process has created the group's file (or exited):
+    commands that only read, such as ``status``, refuse a file that does not exist yet."""
+    import time
+
+    import yaml
+
+    from process_balancer.backends.sqlite_connection import sqlite_path
+    from support.harness import TESTS_DIR
+
+    backend = ((yaml.safe_load(config.read_text()) or {}).get("global") or {}).get("backend")
+    if not isinstance(backend, str) or not backend.startswith("sqlite:"):
+        return
+    path = TESTS_DIR / sqlite_path(backend)
+    deadline = time.monotonic() + timeout
+    while not path.exists() and proc.popen.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 @pytest.fixture

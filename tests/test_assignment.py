@@ -268,6 +268,13 @@ def test_ten_thousand_members_are_assigned_quickly() -> None:
     assert elapsed < 5.0
 
 
+def test_unplaced_skips_the_indexes_kept_beyond_those_handed_out() -> None:
+    previous = {"a": {"j": [5, 9]}}
+    result = assign([Member("a", 2), Member("b", 3)], {"j": 12}, previous)
+    assert result.slots == {"a": {"j": (5, 9)}, "b": {"j": (0, 1, 2)}}
+    assert result.unplaced == {"j": (3, 4, 6, 7, 8, 10, 11)}
+
+
 # -- properties over random fleets and event sequences ----------------------------------------
 
 

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from process_balancer.backends import Backend, HeartbeatResult, open_backend
+from process_balancer.defaults import MAX_WORKERS
+from process_balancer.defaults import MAX_WORKERS_HARD_LIMIT as HARD_LIMIT
 
 TRAITS = {"capacity": 4, "active": True, "jobs": ["j"], "defaults": {"j": 2}, "started_at": 1.0}
 
@@ -363,3 +365,109 @@ def test_a_lock_key_outlives_its_ttl_by_the_grace(backend: Backend) -> None:
     assert backend.lock_acquire("j:0", "b", 5, grace=0.5) is None
     time.sleep(0.5)
     assert backend.lock_acquire("j:0", "b", 5, grace=0.5) is not None
+
+
+# -- the worker-count ceiling ------------------------------------------------------------------
+# The backend refuses what its callers should have refused already: these call it raw, as a
+# client of another version or a script might, and check that nothing is written.
+
+
+def unchanged(backend: Backend, version: int) -> bool:
+    return (
+        backend.get_count("j") is None
+        and backend.paused_counts() == {}
+        and backend.snapshot().version == version
+    )
+
+
+@pytest.mark.parametrize(
+    "to", [10**23, 99999999999999999999999, 1e23, 2.5, 5.0, float("nan"), True, "3", -1, 11]
+)
+def test_a_count_that_is_not_an_integer_within_the_ceiling_is_refused(
+    backend: Backend, to: object
+) -> None:
+    version = backend.snapshot().version
+    with pytest.raises(ValueError, match=r"of job 'j' to .*from 0 to 10 \(max_workers\)"):
+        backend.set_count("j", to=to, by=None, default=1, maximum=10)  # type: ignore[arg-type]
+    assert unchanged(backend, version)
+
+
+def test_the_refusal_names_the_job_the_value_and_the_ceiling(backend: Backend) -> None:
+    with pytest.raises(ValueError) as caught:
+        backend.set_count("j", to=99999999999999999999999, by=None, default=1, maximum=10_000)
+    assert str(caught.value) == (
+        "cannot set the worker count of job 'j' to 99999999999999999999999: a count must be an "
+        "integer from 0 to 10,000 (max_workers); nothing was changed"
+    )
+
+
+@pytest.mark.parametrize("by", [10**23, 0.5, 1.0, True, "1"])
+def test_a_change_that_is_not_an_integer_is_refused(backend: Backend, by: object) -> None:
+    version = backend.snapshot().version
+    with pytest.raises(ValueError, match=r"by .*: a change must be an integer"):
+        backend.set_count("j", to=None, by=by, default=1, maximum=10)  # type: ignore[arg-type]
+    assert unchanged(backend, version)
+
+
+def test_a_change_whose_result_is_above_the_ceiling_is_refused(backend: Backend) -> None:
+    backend.set_count("j", to=9, by=None, default=1, maximum=10)
+    version = backend.snapshot().version
+    with pytest.raises(ValueError, match=r"the result, 11, would be above its ceiling of 10"):
+        backend.set_count("j", to=None, by=2, default=1, maximum=10)
+    assert backend.get_count("j") == 9 and backend.snapshot().version == version
+    assert backend.set_count("j", to=None, by=1, default=1, maximum=10) == 10
+
+
+@pytest.mark.parametrize("default", [10**23, 2.5, -1, 11])
+def test_a_default_that_is_not_a_count_is_refused(backend: Backend, default: object) -> None:
+    version = backend.snapshot().version
+    with pytest.raises(ValueError, match="default worker count of job 'j'"):
+        backend.set_count("j", to=None, by=1, default=default, maximum=10)  # type: ignore[arg-type]
+    assert unchanged(backend, version)
+
+
+def test_the_ceiling_never_exceeds_the_hard_limit(backend: Backend) -> None:
+    version = backend.snapshot().version
+    with pytest.raises(ValueError, match="from 0 to 1,000,000"):
+        backend.set_count("j", to=HARD_LIMIT + 1, by=None, default=1, maximum=10**12)
+    assert unchanged(backend, version)
+    assert backend.set_count("j", to=HARD_LIMIT, by=None, default=1, maximum=10**12) == HARD_LIMIT
+    with pytest.raises(ValueError, match="would be above its ceiling of 1,000,000"):
+        backend.set_count("j", to=None, by=1, default=1, maximum=10**12)
+    assert backend.get_count("j") == HARD_LIMIT
+
+
+def test_the_default_ceiling_is_max_workers(backend: Backend) -> None:
+    assert backend.set_count("j", to=MAX_WORKERS, by=None, default=1) == MAX_WORKERS
+    with pytest.raises(ValueError, match="above its ceiling of 10,000"):
+        backend.set_count("j", to=None, by=1, default=1)
+
+
+@pytest.mark.parametrize("default", [10**23, 2.5, -1])
+def test_pause_refuses_a_default_that_is_not_a_count(backend: Backend, default: object) -> None:
+    version = backend.snapshot().version
+    with pytest.raises(ValueError, match="default worker count of job 'j'"):
+        backend.pause("j", default=default, maximum=10)  # type: ignore[arg-type]
+    assert unchanged(backend, version)
+
+
+def test_pause_refuses_to_remember_a_count_above_the_ceiling(backend: Backend) -> None:
+    backend.set_count("j", to=20, by=None, default=1, maximum=100)
+    version = backend.snapshot().version
+    with pytest.raises(ValueError, match=r"cannot pause job 'j': its count, 20, is above its"):
+        backend.pause("j", default=1, maximum=10)
+    assert backend.get_count("j") == 20 and backend.paused_counts() == {}
+    assert backend.snapshot().version == version
+    with pytest.raises(ValueError, match="above its ceiling of 10"):
+        backend.pause("k", default=11, maximum=10)
+
+
+def test_resume_refuses_a_remembered_count_above_the_ceiling(backend: Backend) -> None:
+    backend.set_count("j", to=20, by=None, default=1, maximum=100)
+    backend.pause("j", default=1, maximum=100)
+    version = backend.snapshot().version
+    with pytest.raises(ValueError, match=r"cannot resume job 'j' with 20 workers: .* of 10 "):
+        backend.resume("j", maximum=10)
+    assert backend.get_count("j") == 0 and backend.paused_counts() == {"j": 20}
+    assert backend.snapshot().version == version
+    assert backend.resume("j", maximum=20) == 20

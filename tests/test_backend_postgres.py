@@ -396,3 +396,60 @@ def test_two_expired_members_heartbeating_at_once_prune_each_other_without_a_dea
         (namespace,),
     ).fetchall()
     assert members == [("a",), ("b",)]
+
+
+# -- the worker-count ceiling in the functions themselves ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", ["1e3", "0x10", " 5", "5 ", "+5", "5.0", "NaN", "Infinity", "", "99999999999999999999"]
+)
+def test_the_count_functions_refuse_what_is_not_a_decimal_integer(
+    backend: PostgresBackend, db, postgres_schema: str, value: str
+) -> None:
+    """Whatever a client sends, only the decimal digits of a count in range are stored."""
+    call = f'SELECT * FROM "{postgres_schema}".pb_set_count(%s, %s, %s, %s, %s, %s, %s)'
+    for mode, default in (("to", "1"), ("by", "1"), ("by", value)):
+        argument = value if default != value else "1"
+        status, _, ceiling = db.execute(
+            call, (backend.namespace, "j", mode, argument, default, "c", "10")
+        ).fetchone()
+        assert (status, ceiling) == (-3 if default == value else -2, 10)
+    status, _, _ = db.execute(
+        f'SELECT * FROM "{postgres_schema}".pb_pause(%s, %s, %s, %s, %s)',
+        (backend.namespace, "j", value, "c", "10"),
+    ).fetchone()
+    assert status == -3
+    assert db.execute(f'SELECT count(*) FROM "{postgres_schema}".pb_counts').fetchone() == (0,)
+
+
+def test_the_function_ceiling_is_never_above_the_hard_limit(
+    backend: PostgresBackend, db, postgres_schema: str
+) -> None:
+    call = f'SELECT * FROM "{postgres_schema}".pb_set_count(%s, %s, %s, %s, %s, %s, %s)'
+    for maximum in ("99999999", "-1", "lots", None):
+        row = db.execute(call, (backend.namespace, "j", "to", "1000001", "1", "c", maximum))
+        assert row.fetchone() == (-2, "1000001", 1_000_000)
+    assert backend.get_count("j") is None
+
+
+def test_an_upgrade_drops_the_count_functions_without_a_ceiling(
+    postgresql_backend_url: str, postgres_schema: str, db
+) -> None:
+    assert pb("migrate", "--backend", postgresql_backend_url).returncode == 0
+    s = f'"{postgres_schema}"'
+    db.execute(
+        f"CREATE FUNCTION {s}.pb_set_count(text, text, text, bigint, bigint, text, "
+        "OUT o_status integer, OUT o_value bigint) LANGUAGE sql AS 'SELECT 1, 1::bigint'"
+    )
+    db.execute(f"UPDATE {s}.pb_schema SET version = 1")
+    upgraded = pb("migrate", "--backend", postgresql_backend_url)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"from version 1 to {SCHEMA_VERSION}" in upgraded.stdout
+    signatures = db.execute(
+        "SELECT pg_get_function_identity_arguments(p.oid) FROM pg_proc p "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = %s AND p.proname = 'pb_set_count'",
+        (postgres_schema,),
+    ).fetchall()
+    assert len(signatures) == 1 and "p_max text" in signatures[0][0]

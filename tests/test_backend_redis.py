@@ -76,3 +76,43 @@ def test_acks_are_recorded_per_command_and_expire(backend: RedisBackend, rclient
     assert backend.command_acks("c1") == {"a:1:x": 123.5, "b:2:y": 124.0}
     assert backend.command_acks("nothing") == {}
     assert 0 < rclient.pttl(f"{backend.namespace}:acks:c1") <= 10 * 60 * 1000
+
+
+@pytest.mark.parametrize(
+    "value", ["1e3", "0x10", " 5", "5 ", "+5", "5.0", "nan", "inf", "", "99999999999999999999"]
+)
+def test_the_count_scripts_refuse_what_is_not_a_decimal_integer(
+    backend: RedisBackend, rclient: redis.Redis, namespace: str, value: str
+) -> None:
+    """Whatever a client sends, only the decimal digits of a count in range are stored: Lua
+    would read most of these as numbers, and round the last one to a double."""
+    keys = [f"{namespace}:counts", f"{namespace}:version", f"{namespace}:paused"]
+    script = backend._scripts["set_count"]
+    assert script(keys=keys, args=["j", "to", value, "1", "c", "10"])[:1] == [-2]
+    assert script(keys=keys, args=["j", "by", value, "1", "c", "10"])[:1] == [-2]
+    assert script(keys=keys, args=["j", "by", "1", value, "c", "10"])[:1] == [-3]
+    pause = backend._scripts["pause"]
+    pause_keys = [f"{namespace}:counts", f"{namespace}:paused", f"{namespace}:version"]
+    assert pause(keys=pause_keys, args=["j", value, "c", "10"])[:1] == [-3]
+    assert rclient.keys(f"{namespace}:*") == []
+
+
+def test_the_script_ceiling_is_never_above_the_hard_limit(
+    backend: RedisBackend, rclient: redis.Redis, namespace: str
+) -> None:
+    keys = [f"{namespace}:counts", f"{namespace}:version", f"{namespace}:paused"]
+    for maximum in ("99999999", "-1", "lots", ""):
+        answer = backend._scripts["set_count"](
+            keys=keys, args=["j", "to", "1000001", "1", "c", maximum]
+        )
+        assert answer == [-2, "1000001", "1000000"]
+    assert rclient.keys(f"{namespace}:*") == []
+
+
+def test_a_stored_count_beyond_the_hard_limit_cannot_be_changed_by_a_step(
+    backend: RedisBackend, rclient: redis.Redis, namespace: str
+) -> None:
+    rclient.hset(f"{namespace}:counts", "j", "9.9999999999999992e+22")
+    with pytest.raises(CorruptStateError, match="not an integer from 0 to 1,000,000"):
+        backend.set_count("j", to=None, by=-1, default=1)
+    assert backend.set_count("j", to=3, by=None, default=1) == 3

@@ -544,6 +544,98 @@ def test_zero_workers_is_allowed(write: Callable[..., Path]) -> None:
     assert load(write("jobs:\n  q:\n    class: m:C\n    workers: 0\n")).jobs["q"].workers == 0
 
 
+def test_max_workers_defaults_to_the_global_ceiling(write: Callable[..., Path]) -> None:
+    settings = load(write("jobs:\n  q:\n    class: m:C\n"))
+    assert settings.max_workers == defaults.MAX_WORKERS == 10_000
+    assert settings.jobs["q"].max_workers == defaults.MAX_WORKERS
+    assert settings.max_workers_of("q") == settings.max_workers_of("other") == 10_000
+
+
+def test_a_job_without_its_own_max_workers_takes_the_merged_global_one(
+    write: Callable[..., Path],
+) -> None:
+    path = write(
+        """
+        global:
+          max_workers: 50
+        environments:
+          production:
+            max_workers: 80
+        jobs:
+          q: {class: m:C}
+          big: {class: m:C, max_workers: 20000, workers: 15000}
+        """
+    )
+    settings = load(path, env="production")
+    assert settings.max_workers == 80
+    assert settings.jobs["q"].max_workers == 80
+    assert settings.jobs["big"].max_workers == 20_000
+    assert settings.max_workers_of("big") == 20_000 and settings.max_workers_of("x") == 80
+
+
+def test_workers_above_the_default_ceiling_is_a_config_error(write: Callable[..., Path]) -> None:
+    path = write("jobs:\n  q:\n    class: m:C\n    workers: 100000000\n")
+    assert one_problem(path) == (
+        f"{path}: jobs.q.workers: 100,000,000 is above the job's ceiling max_workers = 10,000 "
+        "(the default); lower workers or set jobs.q.max_workers (at most 1,000,000)"
+    )
+
+
+def test_workers_above_the_global_or_own_ceiling_is_a_config_error(
+    write: Callable[..., Path],
+) -> None:
+    path = write(
+        """
+        global:
+          max_workers: 8
+        jobs:
+          a: {class: m:C, workers: 9}
+          b: {class: m:C, workers: 9, max_workers: 5}
+          c: {class: m:C, workers: 9, max_workers: 9}
+        """
+    )
+    assert problems_of(path) == [
+        f"{path}: jobs.a.workers: 9 is above the job's ceiling max_workers = 8 "
+        "(global.max_workers); lower workers or set jobs.a.max_workers (at most 1,000,000)",
+        f"{path}: jobs.b.workers: 9 is above the job's ceiling max_workers = 5 "
+        "(jobs.b.max_workers); lower workers or raise it (at most 1,000,000)",
+    ]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "'10'", "true", "1000001", "null"])
+@pytest.mark.parametrize("where", ["global", "job"])
+def test_max_workers_must_be_a_positive_integer_up_to_the_hard_limit(
+    write: Callable[..., Path], value: str, where: str
+) -> None:
+    if where == "global":
+        path, key = write(f"global:\n  max_workers: {value}\n"), "global.max_workers"
+    else:
+        path = write(f"jobs:\n  q:\n    class: m:C\n    workers: 3\n    max_workers: {value}\n")
+        key = "jobs.q.max_workers"
+    assert one_problem(path).startswith(
+        f"{path}: {key}: must be an integer from 1 to 1,000,000, got "
+    )
+
+
+def test_max_workers_at_the_hard_limit_is_accepted(write: Callable[..., Path]) -> None:
+    path = write("jobs:\n  q: {class: m:C, workers: 1000000, max_workers: 1000000}\n")
+    assert load(path).jobs["q"].workers == defaults.MAX_WORKERS_HARD_LIMIT
+
+
+def test_max_workers_is_not_passed_on_as_an_unknown_job_option(
+    write: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="process_balancer.config"):
+        load(write("jobs:\n  q: {class: m:C, max_workers: 3}\n"))
+    assert caplog.text == ""
+
+
+def test_settings_from_accepts_max_workers() -> None:
+    assert settings_from(backend="redis://h:1/0", max_workers=7, environ={}).max_workers == 7
+    with pytest.raises(ConfigError, match="max_workers: must be an integer from 1 to"):
+        settings_from(backend="redis://h:1/0", max_workers=0, environ={})
+
+
 @pytest.mark.parametrize("key", ["runtime_lock_timeout", "lock_acquire_timeout"])
 @pytest.mark.parametrize("value", ["0", "-3", "soon", "true"])
 def test_job_timeouts_must_be_positive_numbers(

@@ -283,6 +283,39 @@ def test_scale_pause_and_resume_answer_like_the_cli(web: WebFactory, client: Cli
     assert client.scheduled_workers("q") == 2
 
 
+def test_scale_refuses_a_count_above_the_ceiling_and_writes_nothing(
+    web: WebFactory, client: Client
+) -> None:
+    http = web()
+    huge = "99999999999999999999999"
+    assert act(http, "scale", job="q", count=huge) == (
+        400,
+        "N must be at most 10,000, the max_workers of job 'q' in the dashboard's config, got "
+        f"{huge}; nothing was changed",
+    )
+    assert act(http, "scale", job="q", count="10001")[0] == 400
+    assert act(http, "scale", job="q", count="1e3")[0] == 400
+    assert act(http, "scale", job="q", count="9" * 5000)[0] == 400
+    assert client.backend.get_count("q") is None
+    assert act(http, "scale", job="q", count="10000") == (200, "q: 10000 workers (was 2)")
+
+
+def test_pause_refuses_a_count_above_the_ceiling_with_409(
+    web: WebFactory, client: Client, config_file: Path
+) -> None:
+    narrow = config_file.parent / "narrow.yml"
+    narrow.write_text(config_file.read_text() + "    max_workers: 5\n")
+    narrow_client = Client(load_config(narrow))
+    try:
+        client.adjust_scheduled_workers("q", to=6)
+        http = web(create_app(narrow_client, token=TOKEN))
+        code, message = act(http, "pause", job="q")
+        assert code == 409 and "its count, 6, is above its ceiling of 5" in message
+        assert client.backend.paused_counts() == {}
+    finally:
+        narrow_client.close()
+
+
 def test_commands_to_a_process_that_is_not_live_are_404(web: WebFactory) -> None:
     http = web()
     for name in ("quiet", "stop"):

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from .backends import Backend, MemberState, open_backend
 from .balancer import config_counts, rebalance
 from .config import Settings, load_config, settings_from
+from .defaults import MAX_WORKERS_HARD_LIMIT
 from .manager import COMMANDS
 from .status import DEFAULT_STUCK_AFTER, read_status
 
@@ -70,20 +71,42 @@ class Client:
     ) -> int:
         """Set (``to``) or change (``by``) the job's worker count at runtime; returns it.
 
-        Exactly one of ``to`` and ``by``; a negative or non-integer count, or a change that
-        would go below 0, raises ValueError and writes nothing. Every process picks the new
-        count up at once.
+        Exactly one of ``to`` and ``by``; a count that is not an integer from 0 to the job's
+        :meth:`max_workers`, or a change that would leave that range, raises ValueError and
+        writes nothing. Every process picks the new count up at once.
         """
         job_id = self._check_job(job_id)
         if (to is None) == (by is None):
             raise ValueError("give exactly one of to= (the new count) or by= (a change)")
+        maximum = self.max_workers(job_id)
         if to is not None and _check_int("to", to) < 0:
             raise ValueError(f"to must be 0 or more, got {to}; nothing was changed")
-        if by is not None:
-            _check_int("by", by)
-        count = self.backend.set_count(job_id, to=to, by=by, default=self.config_workers(job_id))
+        if to is not None and to > maximum:
+            raise ValueError(
+                f"to must be at most {maximum:,} ({self._ceiling_source(job_id)}), got {to}; "
+                "nothing was changed"
+            )
+        if by is not None and abs(_check_int("by", by)) > MAX_WORKERS_HARD_LIMIT:
+            raise ValueError(
+                f"by must be from -{MAX_WORKERS_HARD_LIMIT:,} to {MAX_WORKERS_HARD_LIMIT:,}, "
+                f"got {by}; nothing was changed"
+            )
+        count = self.backend.set_count(
+            job_id, to=to, by=by, default=self.config_workers(job_id), maximum=maximum
+        )
         rebalance(self.backend)
         return count
+
+    def max_workers(self, job_id: str) -> int:
+        """The most workers ``job_id`` may be scaled to: the job's ``max_workers`` in this
+        client's config, else the global one (default :data:`defaults.MAX_WORKERS`)."""
+        return self.settings.max_workers_of(job_id)
+
+    def _ceiling_source(self, job_id: str) -> str:
+        """Where :meth:`max_workers` comes from, for messages."""
+        if job_id in self.settings.jobs:
+            return f"the max_workers of job {job_id!r}"
+        return "max_workers" if self.settings.config_file is not None else "the default max_workers"
 
     def scheduled_workers(self, job_id: str) -> int:
         """The count set at runtime, else the job's config ``workers``, else 1."""
@@ -127,7 +150,9 @@ class Client:
         Returns the remembered count; raises PauseError if the job is paused already.
         """
         job_id = self._check_job(job_id)
-        remembered = self.backend.pause(job_id, default=self.config_workers(job_id))
+        remembered = self.backend.pause(
+            job_id, default=self.config_workers(job_id), maximum=self.max_workers(job_id)
+        )
         if remembered is None:
             resume_to = self.backend.paused_counts().get(job_id)
             raise PauseError(
@@ -143,7 +168,7 @@ class Client:
         Raises PauseError if the job is not paused (setting its count also ends a pause).
         """
         job_id = self._check_job(job_id)
-        count = self.backend.resume(job_id)
+        count = self.backend.resume(job_id, maximum=self.max_workers(job_id))
         if count is None:
             raise PauseError(
                 f"job {job_id!r} is not paused, so there is no count to resume to; "

@@ -306,24 +306,40 @@ def _targets(
 def _place(
     targets: Mapping[str, int], kept: Mapping[str, list[int]], count: int
 ) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
-    """Turn targets into indexes: keep held ones, hand out the rest lowest first."""
-    taken = bytearray(count)
+    """Turn targets into indexes: keep held ones, hand out the rest lowest first.
+
+    The Python-level work is bounded by the slots placed, not by ``count``: the unplaced
+    indexes, which can be most of a count at the hard limit, are built from ranges.
+    """
+    taken: set[int] = set()
     placed: dict[str, list[int]] = {}
     for identity, target in targets.items():
         own = kept.get(identity, [])[:target]
-        for index in own:
-            taken[index] = 1
+        taken.update(own)
         placed[identity] = own
     short = sorted(
         ((target - len(placed[identity]), identity) for identity, target in targets.items()),
         key=lambda item: (-item[0], item[1]),
     )
-    free = (index for index in range(count) if not taken[index])
+    wanted = sum(deficit for deficit, _ in short if deficit > 0)
+    handed: list[int] = []
+    scanned = 0
+    while len(handed) < wanted and scanned < count:
+        if scanned not in taken:
+            handed.append(scanned)
+        scanned += 1
+    free = iter(handed)
     for deficit, identity in short:
         if deficit > 0:
             placed[identity] = placed[identity] + list(islice(free, deficit))
+    left: list[int] = []
+    start = scanned
+    for index in sorted(index for index in taken if index >= scanned):
+        left.extend(range(start, index))
+        start = index + 1
+    left.extend(range(start, count))
     result = {identity: tuple(sorted(placed[identity])) for identity in sorted(placed)}
-    return {identity: indexes for identity, indexes in result.items() if indexes}, tuple(free)
+    return {identity: indexes for identity, indexes in result.items() if indexes}, tuple(left)
 
 
 def _owner_map(assignment: Previous | Assignment) -> dict[tuple[str, int], str | None]:

@@ -51,6 +51,7 @@ SETTINGS_KEYS = (
     "process_expiry",
     "metrics_port",
     "metrics_host",
+    "max_workers",
 )
 #: Keys of a job entry the runner reads itself; every other key is the job's own option.
 JOB_KEYS = (
@@ -59,6 +60,7 @@ JOB_KEYS = (
     "runtime_lock_timeout",
     "lock_acquire_timeout",
     "takeover_grace",
+    "max_workers",
 )
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -76,6 +78,8 @@ class JobConfig:
     options: dict[str, Any]
     #: Seconds a peer waits past this job's holder's deadline before taking a slot over.
     takeover_grace: float = defaults.TAKEOVER_GRACE
+    #: Most workers this job may be scaled to (its own ``max_workers``, else the global one).
+    max_workers: int = defaults.MAX_WORKERS
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,14 @@ class Settings:
     #: Port of the ``/metrics``, ``/healthz`` and ``/readyz`` server; None serves nothing.
     metrics_port: int | None = None
     metrics_host: str = defaults.METRICS_HOST
+    #: Most workers a job without a ``max_workers`` of its own may be scaled to.
+    max_workers: int = defaults.MAX_WORKERS
+
+    def max_workers_of(self, job_id: str) -> int:
+        """The ceiling of ``job_id``'s count: its own ``max_workers`` when this config has the
+        job, else the global one."""
+        job = self.jobs.get(job_id)
+        return job.max_workers if job is not None else self.max_workers
 
 
 class _Invalid(Exception):
@@ -133,6 +145,13 @@ def _show(value: object) -> str:
 def _integer(value: object, minimum: int, wanted: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise _Invalid(f"must be {wanted}, got {_show(value)}")
+    return value
+
+
+def _max_workers(value: object) -> int:
+    limit = defaults.MAX_WORKERS_HARD_LIMIT
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+        raise _Invalid(f"must be an integer from 1 to {limit:,}, got {_show(value)}")
     return value
 
 
@@ -216,6 +235,7 @@ _SETTINGS_CHECKS: dict[str, Callable[[object], Any]] = {
     "process_expiry": lambda v: _seconds(v, positive=True),
     "metrics_port": _port,
     "metrics_host": _host,
+    "max_workers": _max_workers,
 }
 
 
@@ -317,10 +337,15 @@ def _build(
         jobs=jobs,
         metrics_port=get("metrics_port", None),
         metrics_host=get("metrics_host", defaults.METRICS_HOST),
+        max_workers=get("max_workers", defaults.MAX_WORKERS),
     )
 
 
-def _check_job(problems: _Problems, job_id: object, entry: object) -> JobConfig | None:
+def _check_job(
+    problems: _Problems, job_id: object, entry: object, global_max: tuple[Any, str]
+) -> JobConfig | None:
+    """Validate one job entry; ``global_max`` is the merged global ``max_workers`` (value, key
+    path), the job's ceiling unless it sets its own."""
     path = f"jobs.{job_id}"
     if not isinstance(job_id, str) or not _NAME.fullmatch(job_id):
         problems.add(
@@ -358,6 +383,19 @@ def _check_job(problems: _Problems, job_id: object, entry: object) -> JobConfig 
     grace = optional(
         "takeover_grace", lambda v: _seconds(v, positive=False), defaults.TAKEOVER_GRACE
     )
+    max_workers, max_origin = global_max
+    if "max_workers" in entry:
+        max_workers = optional("max_workers", _max_workers, _INVALID)
+        max_origin = f"{path}.max_workers"
+    if workers is not None and max_workers is not _INVALID and workers > max_workers:
+        own = f"{path}.max_workers"
+        raise_it = "raise it" if max_origin == own else f"set {own}"
+        problems.add(
+            f"{path}.workers",
+            f"{workers:,} is above the job's ceiling max_workers = {max_workers:,} "
+            f"({max_origin}); lower workers or {raise_it} "
+            f"(at most {defaults.MAX_WORKERS_HARD_LIMIT:,})",
+        )
     for key in entry:
         close = difflib.get_close_matches(str(key), JOB_KEYS, n=1, cutoff=0.8)
         if key not in JOB_KEYS and close:
@@ -378,6 +416,7 @@ def _check_job(problems: _Problems, job_id: object, entry: object) -> JobConfig 
         lock_acquire_timeout=acquire_timeout,
         options=dict(entry),
         takeover_grace=grace,
+        max_workers=max_workers,
     )
 
 
@@ -426,10 +465,11 @@ def load_config(
         )
 
     jobs: dict[str, JobConfig] = {}
+    global_max = found.get("max_workers", (defaults.MAX_WORKERS, "the default"))
     raw_jobs = data.get("jobs")
     if isinstance(raw_jobs, Mapping):
         for job_id, entry in raw_jobs.items():
-            job = _check_job(problems, job_id, entry)
+            job = _check_job(problems, job_id, entry, global_max)
             if job is not None:
                 jobs[job.job_id] = job
     elif raw_jobs is not None:

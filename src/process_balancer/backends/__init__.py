@@ -34,9 +34,13 @@ __all__ = [
 ]
 
 
-def open_backend(url: str, namespace: str) -> Backend:
+def open_backend(url: str, namespace: str, *, create: bool = True) -> Backend:
     """The backend for ``url`` (``redis://``, ``rediss://``, ``unix://``, ``sqlite:///`` or
-    ``postgresql://``)."""
+    ``postgresql://``).
+
+    ``create=False`` is for commands that only read: a SQLite file that does not exist is
+    then a BackendError, and neither it nor its directory is created.
+    """
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("redis", "rediss", "unix"):
         from .redis import RedisBackend
@@ -54,7 +58,7 @@ def open_backend(url: str, namespace: str) -> Backend:
     if scheme == "sqlite":
         from .sqlite import SQLiteBackend
 
-        return SQLiteBackend(url, namespace)
+        return SQLiteBackend(url, namespace, create=create)
     raise ValueError(
         f"unsupported backend URL {redact_url(url)!r}: use redis://, rediss://, unix://, "
         "sqlite:/// or postgresql://"

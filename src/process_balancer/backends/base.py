@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..defaults import MAX_WORKERS
+
 #: Expired members one heartbeat removes at most; the rest go in the following heartbeats, so
 #: one heartbeat never does unbounded work, even after a mass failure. Every backend uses it.
 PRUNE_BATCH = 100
@@ -218,10 +220,20 @@ class Backend(abc.ABC):
         """The worker count set at runtime for ``job_id``, or None."""
 
     @abc.abstractmethod
-    def set_count(self, job_id: str, *, to: int | None, by: int | None, default: int) -> int:
+    def set_count(
+        self,
+        job_id: str,
+        *,
+        to: int | None,
+        by: int | None,
+        default: int,
+        maximum: int = MAX_WORKERS,
+    ) -> int:
         """Set (``to``) or change (``by``, from the current count or ``default``) the count.
 
-        Raises ValueError (and writes nothing) when the result would be negative.
+        Raises ValueError (and writes nothing) unless the given value is an integer and the
+        result one from 0 to ``maximum`` (the job's ``max_workers``; never above
+        MAX_WORKERS_HARD_LIMIT, which the backend enforces whatever the caller passes).
         """
 
     @abc.abstractmethod
@@ -229,18 +241,20 @@ class Backend(abc.ABC):
         """Forget the runtime count so the config's ``workers`` applies again."""
 
     @abc.abstractmethod
-    def pause(self, job_id: str, *, default: int) -> int | None:
+    def pause(self, job_id: str, *, default: int, maximum: int = MAX_WORKERS) -> int | None:
         """Set the count to 0 and remember the count it had (the runtime count, else
         ``default``), in one atomic step. Returns the remembered count, or None (and changes
-        nothing) when the job is paused already.
+        nothing) when the job is paused already. A count to remember above ``maximum`` is a
+        ValueError and nothing changes.
 
         Setting or clearing the count of a paused job ends its pause.
         """
 
     @abc.abstractmethod
-    def resume(self, job_id: str) -> int | None:
+    def resume(self, job_id: str, *, maximum: int = MAX_WORKERS) -> int | None:
         """Restore the count remembered by :meth:`pause` and forget it; returns the count, or
-        None (and changes nothing) when the job is not paused."""
+        None (and changes nothing) when the job is not paused. A remembered count above
+        ``maximum`` is a ValueError and nothing changes."""
 
     @abc.abstractmethod
     def paused_counts(self) -> dict[str, int]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from ..defaults import MAX_WORKERS
 from .base import (
     ACK_TTL_MS,
     COMMAND_TTL_MS,
@@ -35,6 +36,7 @@ from .codec import integer as _int
 from .codec import parse_slots as _parse_slots
 from .codec import report_once as _report_once
 from .codec import version_value as _version_value
+from .counts import argument, outcome
 from .redis_repair import plan_repair
 
 logger = logging.getLogger(__name__)
@@ -473,24 +475,24 @@ class RedisBackend(Backend):
             raise CorruptStateError(str(count_problem(raw, f"{self._counts}[{job_id}]")))
         return count
 
-    def set_count(self, job_id: str, *, to: int | None, by: int | None, default: int) -> int:
+    def set_count(
+        self,
+        job_id: str,
+        *,
+        to: int | None,
+        by: int | None,
+        default: int,
+        maximum: int = MAX_WORKERS,
+    ) -> int:
         mode, value = ("to", to) if to is not None else ("by", by)
-        status, result = self._run(
+        status, result, limit = self._run(
             "set_count",
             [self._counts, self._version, self._paused],
-            [job_id, mode, value, default, self.channel],
+            [job_id, mode, argument(value), argument(default), self.channel, argument(maximum)],
         )
-        if status == -1:
-            raise CorruptStateError(
-                f"the worker count of job {job_id!r} stored in {self._counts} is {result!r}, not "
-                f"an integer, so it cannot be changed by {by}; set it with to=N instead"
-            )
-        if status == 0:
-            raise ValueError(
-                f"cannot change the worker count of job {job_id!r} by {by}: it is {result}, "
-                "and a count cannot go below 0; nothing was changed"
-            )
-        return int(result)
+        count = outcome("set", job_id, status, result, limit, to=to, by=by, where=self._counts)
+        assert count is not None
+        return count
 
     def clear_count(self, job_id: str) -> None:
         with (
@@ -503,27 +505,21 @@ class RedisBackend(Backend):
             pipe.publish(self.channel, "state")
             pipe.execute()
 
-    def pause(self, job_id: str, *, default: int) -> int | None:
-        status, value = self._run(
-            "pause", [self._counts, self._paused, self._version], [job_id, default, self.channel]
+    def pause(self, job_id: str, *, default: int, maximum: int = MAX_WORKERS) -> int | None:
+        status, value, limit = self._run(
+            "pause",
+            [self._counts, self._paused, self._version],
+            [job_id, argument(default), self.channel, argument(maximum)],
         )
-        if status == -1:
-            raise CorruptStateError(
-                f"the worker count of job {job_id!r} stored in {self._counts} is {value!r}, not "
-                "a count, so it cannot be remembered; set it with process-balancer scale first"
-            )
-        return int(value) if status == 1 else None
+        return outcome("pause", job_id, status, value, limit, where=self._counts)
 
-    def resume(self, job_id: str) -> int | None:
-        result = self._run(
-            "resume", [self._counts, self._paused, self._version], [job_id, self.channel]
+    def resume(self, job_id: str, *, maximum: int = MAX_WORKERS) -> int | None:
+        status, value, limit = self._run(
+            "resume",
+            [self._counts, self._paused, self._version],
+            [job_id, self.channel, argument(maximum)],
         )
-        if result[0] == -1:
-            raise CorruptStateError(
-                f"the count to resume job {job_id!r} with, stored in {self._paused}, is "
-                f"{result[1]!r}, not a count; set the count with process-balancer scale instead"
-            )
-        return int(result[1]) if result[0] == 1 else None
+        return outcome("resume", job_id, status, value, limit, where=self._paused)
 
     def paused_counts(self) -> dict[str, int]:
         with self._errors(self._paused):

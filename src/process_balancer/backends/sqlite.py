@@ -20,10 +20,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..defaults import MAX_WORKERS
 from .base import (
     PRUNE_BATCH,
     Acquired,
     Backend,
+    BackendError,
     CorruptStateError,
     GroupSnapshot,
     HeartbeatResult,
@@ -33,7 +35,7 @@ from .base import (
 from .codec import count_problem, count_value, decode_group, report_once
 from .codec import dumps as _dumps
 from .codec import parse_slots as _parse_slots
-from .sqlite_connection import Database, Scope, emit, seconds, sqlite_path
+from .sqlite_connection import Database, Scope, emit, missing_file, seconds, sqlite_path
 from .sqlite_counts import CountTable
 from .sqlite_events import listen
 from .sqlite_locks import LockTable
@@ -60,11 +62,15 @@ def single_host_notice(url: str, *, default: bool) -> str:
 class SQLiteBackend(Backend):
     """Shared group state in a SQLite file, rows keyed by ``namespace``."""
 
-    def __init__(self, url: str, namespace: str) -> None:
+    def __init__(self, url: str, namespace: str, *, create: bool = True) -> None:
+        """``create=False`` (commands that only read) refuses a missing file with a
+        BackendError instead of creating it and its directory."""
         self.url = url
         self.namespace = namespace
         self.path = sqlite_path(url)
-        self.db = Database(self.path)
+        if not create and not self.path.exists():
+            raise BackendError(missing_file(self.path))
+        self.db = Database(self.path, create=create)
         self.scope = Scope(self.db, namespace)
         self._counts = CountTable(self.scope)
         self._locks = LockTable(self.scope)
@@ -282,17 +288,25 @@ class SQLiteBackend(Backend):
             raise CorruptStateError(str(count_problem(*stored)))
         return count
 
-    def set_count(self, job_id: str, *, to: int | None, by: int | None, default: int) -> int:
-        return self._counts.set(job_id, to=to, by=by, default=default)
+    def set_count(
+        self,
+        job_id: str,
+        *,
+        to: int | None,
+        by: int | None,
+        default: int,
+        maximum: int = MAX_WORKERS,
+    ) -> int:
+        return self._counts.set(job_id, to=to, by=by, default=default, maximum=maximum)
 
     def clear_count(self, job_id: str) -> None:
         self._counts.clear(job_id)
 
-    def pause(self, job_id: str, *, default: int) -> int | None:
-        return self._counts.pause(job_id, default=default)
+    def pause(self, job_id: str, *, default: int, maximum: int = MAX_WORKERS) -> int | None:
+        return self._counts.pause(job_id, default=default, maximum=maximum)
 
-    def resume(self, job_id: str) -> int | None:
-        return self._counts.resume(job_id)
+    def resume(self, job_id: str, *, maximum: int = MAX_WORKERS) -> int | None:
+        return self._counts.resume(job_id, maximum=maximum)
 
     def paused_counts(self) -> dict[str, int]:
         with self.db.transaction(write=False) as conn:

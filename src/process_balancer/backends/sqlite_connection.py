@@ -61,11 +61,31 @@ def sqlite_path(url: str) -> Path:
     return Path(path)
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection to ``path`` in WAL mode with the schema in place (created if missing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def missing_file(path: Path) -> str:
+    """What to say when a command that only reads finds no SQLite file."""
+    return (
+        f"the SQLite file {path.resolve()} does not exist, so no process of this group has "
+        "run yet; check the backend URL (sqlite:///relative/path or sqlite:////absolute/path) "
+        "or start `process-balancer run`, which creates it"
+    )
+
+
+def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
+    """A connection to ``path`` in WAL mode with the schema in place (created if missing).
+
+    With ``create=False`` a missing file (or directory) is a BackendError and nothing is
+    created: commands that only read must not leave a stray file behind a mistyped URL.
+    """
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        target, uri = str(path), False
+    elif not path.exists():
+        raise BackendError(missing_file(path))
+    else:
+        # mode=rw opens an existing file only, so a file removed meanwhile is not re-created.
+        target, uri = f"{path.resolve().as_uri().replace('file://', 'file:', 1)}?mode=rw", True
     conn = sqlite3.connect(
-        str(path), timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        target, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False, uri=uri
     )
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
@@ -114,8 +134,9 @@ def emit(conn: sqlite3.Connection, namespace: str, message: str) -> None:
 class Database:
     """A lazily opened, lock-protected connection to one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
+        self.create = create
         self._mutex = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -141,7 +162,7 @@ class Database:
             if self._closed:
                 raise BackendError(f"{self.describe()}: the backend was closed")
             if self._conn is None:
-                self._conn = connect(self.path)
+                self._conn = connect(self.path, create=self.create)
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:

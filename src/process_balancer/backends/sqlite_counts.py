@@ -10,6 +10,17 @@ import logging
 import sqlite3
 
 from .base import CorruptStateError
+from .counts import (
+    ABOVE_CEILING,
+    BAD_DEFAULT,
+    CORRUPT,
+    HARD_LIMIT,
+    NOT_A_COUNT,
+    argument,
+    ceiling,
+    outcome,
+    parse,
+)
 from .sqlite_connection import Scope
 
 logger = logging.getLogger(__name__)
@@ -67,25 +78,41 @@ class CountTable:
             )
         return count
 
-    def set(self, job_id: str, *, to: int | None, by: int | None, default: int) -> int:
+    def set(self, job_id: str, *, to: object, by: object, default: object, maximum: object) -> int:
+        """Set or change the count (see Backend.set_count). The values given are checked as
+        the Redis scripts and the SQL functions check them: as the strings they would be sent
+        as, with ``maximum`` clamped to the hard limit."""
+        limit = ceiling(argument(maximum))
+
+        def refused(status: int, value: object) -> int:
+            count = outcome("set", job_id, status, value, limit, to=to, by=by, where=where)
+            assert count is not None
+            return count
+
+        where = self.scope.where("pb_counts", "count")
         with self.scope.db.transaction() as conn:
-            raw = self._stored(conn, "pb_counts", job_id)
-            current = default if raw is None else stored_count(raw)
             if to is not None:
-                new = to
-            elif current is None:
-                raise CorruptStateError(
-                    f"the worker count of job {job_id!r} stored in "
-                    f"{self.scope.where('pb_counts', 'count')} is {raw!r}, not an integer, so it "
-                    f"cannot be changed by {by}; set it with to=N instead"
-                )
+                new = parse(argument(to), 0, limit)
+                if new is None:
+                    return refused(NOT_A_COUNT, to)
             else:
-                new = current + (by or 0)
-            if new < 0:
-                raise ValueError(
-                    f"cannot change the worker count of job {job_id!r} by {by}: it is "
-                    f"{current}, and a count cannot go below 0; nothing was changed"
-                )
+                change = parse(argument(by), -HARD_LIMIT, HARD_LIMIT)
+                if change is None:
+                    return refused(NOT_A_COUNT, by)
+                raw = self._stored(conn, "pb_counts", job_id)
+                if raw is None:
+                    current = parse(argument(default), 0, limit)
+                    if current is None:
+                        return refused(BAD_DEFAULT, default)
+                else:
+                    current = parse(raw, 0, HARD_LIMIT)
+                    if current is None:
+                        return refused(CORRUPT, raw)
+                new = current + change
+                if new < 0:
+                    return refused(0, current)
+                if new > limit:
+                    return refused(ABOVE_CEILING, new)
             self._store(conn, "pb_counts", job_id, new)
             # A count set while the job is paused ends the pause: the latest word wins.
             self._forget(conn, "pb_paused", job_id)
@@ -98,35 +125,36 @@ class CountTable:
             self._forget(conn, "pb_paused", job_id)
             self.scope.bump(conn)
 
-    def pause(self, job_id: str, *, default: int) -> int | None:
+    def pause(self, job_id: str, *, default: object, maximum: object) -> int | None:
+        limit = ceiling(argument(maximum))
+        where = self.scope.where("pb_counts", "count")
         with self.scope.db.transaction() as conn:
             if self._stored(conn, "pb_paused", job_id) is not None:
                 return None
             raw = self._stored(conn, "pb_counts", job_id)
-            current = default if raw is None else stored_count(raw)
-            if current is None or current < 0:
-                raise CorruptStateError(
-                    f"the worker count of job {job_id!r} stored in "
-                    f"{self.scope.where('pb_counts', 'count')} is {raw!r}, not a count, so it "
-                    "cannot be remembered; set it with process-balancer scale first"
-                )
+            current = parse(argument(default) if raw is None else raw, 0, HARD_LIMIT)
+            if current is None:
+                status, value = (BAD_DEFAULT, default) if raw is None else (CORRUPT, raw)
+                return outcome("pause", job_id, status, value, limit, where=where)
+            if current > limit:
+                return outcome("pause", job_id, ABOVE_CEILING, current, limit)
             self._store(conn, "pb_paused", job_id, current)
             self._store(conn, "pb_counts", job_id, 0)
             self.scope.bump(conn)
         return current
 
-    def resume(self, job_id: str) -> int | None:
+    def resume(self, job_id: str, *, maximum: object) -> int | None:
+        limit = ceiling(argument(maximum))
+        where = self.scope.where("pb_paused", "count")
         with self.scope.db.transaction() as conn:
             raw = self._stored(conn, "pb_paused", job_id)
             if raw is None:
                 return None
-            count = stored_count(raw)
-            if count is None or count < 0:
-                raise CorruptStateError(
-                    f"the count to resume job {job_id!r} with, stored in "
-                    f"{self.scope.where('pb_paused', 'count')}, is {raw!r}, not a count; set the "
-                    "count with process-balancer scale instead"
-                )
+            count = parse(raw, 0, HARD_LIMIT)
+            if count is None:
+                return outcome("resume", job_id, CORRUPT, raw, limit, where=where)
+            if count > limit:
+                return outcome("resume", job_id, ABOVE_CEILING, count, limit)
             self._store(conn, "pb_counts", job_id, count)
             self._forget(conn, "pb_paused", job_id)
             self.scope.bump(conn)

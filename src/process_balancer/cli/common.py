@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from ..api import Client
-from ..backends import BackendError, CorruptStateError
+from ..backends import BackendError, CorruptStateError, open_backend
 from ..config import ConfigError, Settings, load_config, settings_from
 
 #: The operation could not be done: unreachable backend, refused by the group's state, or a
@@ -107,7 +107,16 @@ def backend_errors() -> Iterator[None]:
 
 def with_client(func: Callable[..., Any]) -> Callable[..., Any]:
     """Give a command the group options and call it with a connected :class:`Client` first."""
+    return _client_command(func, create=True)
 
+
+def with_reading_client(func: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`with_client` for commands that change no state (status, and commands to live
+    processes): a SQLite file that does not exist is reported (exit 1), never created."""
+    return _client_command(func, create=False)
+
+
+def _client_command(func: Callable[..., Any], *, create: bool) -> Callable[..., Any]:
     @group_options
     @functools.wraps(func)
     def command(
@@ -119,7 +128,9 @@ def with_client(func: Callable[..., Any]) -> Callable[..., Any]:
     ) -> Any:
         settings = load_settings(config_file, environment, backend_url, namespace)
         try:
-            client = Client(settings)
+            client = Client(
+                settings, open_backend(settings.backend, settings.namespace, create=create)
+            )
         except ValueError as exc:
             fail(_one_line(str(exc)))
         except BackendError as exc:

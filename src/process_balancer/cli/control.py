@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..api import Client
-from .common import EXIT_FAILED, fail, with_client
+from .common import EXIT_FAILED, fail, with_reading_client
 
 _HELP = {
     "quiet": "Make processes quiet: they keep heartbeating and hand every slot to peers.",
@@ -56,7 +56,7 @@ def _make(name: str) -> click.Command:
         metavar="SECONDS",
         help="How long to wait for the acknowledgements.",
     )
-    @with_client
+    @with_reading_client
     def command(
         client: Client,
         identities: tuple[str, ...],

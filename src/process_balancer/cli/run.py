@@ -60,6 +60,15 @@ def run(
             "no config file found (looked for ./process_balancer.yml and "
             "./config/process_balancer.yml); running with no jobs"
         )
+    elif not settings.jobs:
+        # Warned, not refused, as Celery and Sidekiq start a worker with nothing to run: a
+        # config whose jobs differ per environment must not crash-loop a deployment.
+        logging.getLogger(__name__).warning(
+            "%s names no jobs (`jobs:` is empty or missing): this process joins namespace %s "
+            "but runs nothing; add entries such as `jobs: {my_job: {class: myapp.jobs:MyJob}}`",
+            settings.config_file,
+            settings.namespace,
+        )
     try:
         backend = open_backend(settings.backend, settings.namespace)
         manager = Manager(settings, job_classes, backend)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import re
 
 import click
 
-from ..api import Client, PauseError
+from ..api import Client
+from ..defaults import MAX_WORKERS_HARD_LIMIT
 from .common import EXIT_FAILED, fail, with_client
 
 FORCE_HELP = "Accept a job id that neither the config nor any live process knows."
@@ -32,17 +34,42 @@ def _check_known(client: Client, job_id: str, force: bool) -> None:
     )
 
 
-def _parse_count(raw: str) -> int:
-    try:
-        count = int(raw)
-    except ValueError:
+def _ceiling(client: Client, job_id: str) -> str:
+    """The job's ceiling, what it is and where to raise it, for messages."""
+    settings = client.settings
+    if job_id in settings.jobs:
+        what, key = f"the max_workers of job {job_id!r}", f"jobs.{job_id}.max_workers"
+    elif settings.config_file is not None:
+        what, key = "the global max_workers", "max_workers"
+    else:
+        what, key = "the default max_workers", "max_workers"
+    where = settings.config_file or "the config"
+    return (
+        f"{client.max_workers(job_id):,}, {what} (set {key} in {where} to allow more, up to "
+        f"{MAX_WORKERS_HARD_LIMIT:,})"
+    )
+
+
+def _parse_count(raw: str, client: Client, job_id: str) -> int:
+    if not re.fullmatch(r"-?[0-9]+", raw):
         if raw.startswith("-"):
             # Unknown options reach here: they are accepted as arguments so that N may be -1.
             fail(f"no such option: {raw}")
         fail(f"N must be a whole number of workers, got {raw!r}")
-    if count < 0:
-        fail(f"N must be 0 or more, got {count}; nothing was changed")
-    return count
+    if raw.startswith("-"):
+        fail(f"N must be 0 or more, got {raw}; nothing was changed")
+    # A number too long to be a count is refused as typed, without converting it.
+    if len(raw) > len(str(MAX_WORKERS_HARD_LIMIT)) or int(raw) > client.max_workers(job_id):
+        fail(f"N must be at most {_ceiling(client, job_id)}, got {raw}; nothing was changed")
+    return int(raw)
+
+
+def _check_change(by: int, client: Client, job_id: str) -> None:
+    if abs(by) > client.max_workers(job_id):
+        fail(
+            f"K must be from -{client.max_workers(job_id):,} to {_ceiling(client, job_id)}, "
+            f"got {by}; nothing was changed"
+        )
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -61,7 +88,9 @@ def scale(client: Client, job_id: str, count: str | None, by: int | None, force:
     """
     if (count is None) == (by is None):
         fail("give either the new count N or --by K, not both and not neither")
-    to = _parse_count(count) if count is not None else None
+    to = _parse_count(count, client, job_id) if count is not None else None
+    if by is not None:
+        _check_change(by, client, job_id)
     _check_known(client, job_id, force)
     before = client.scheduled_workers(job_id)
     try:
@@ -80,7 +109,7 @@ def pause(client: Client, job_id: str, force: bool) -> None:
     _check_known(client, job_id, force)
     try:
         remembered = client.pause(job_id)
-    except PauseError as exc:
+    except ValueError as exc:  # paused already, or a count above the ceiling: the group's state
         fail(str(exc), EXIT_FAILED)
     click.echo(f"{job_id}: paused, 0 workers (resume restores {remembered})")
 
@@ -92,6 +121,6 @@ def resume(client: Client, job_id: str) -> None:
     """Give a paused JOB back the worker count it had before `pause`."""
     try:
         count = client.resume(job_id)
-    except PauseError as exc:
+    except ValueError as exc:  # not paused, or a count above the ceiling: the group's state
         fail(str(exc), EXIT_FAILED)
     click.echo(f"{job_id}: resumed, {count} workers")

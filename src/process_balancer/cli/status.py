@@ -16,7 +16,7 @@ from rich.text import Text
 from ..api import Client
 from ..backends import BackendError
 from ..status import DEFAULT_STUCK_AFTER
-from .common import EXIT_FAILED, fail, with_client
+from .common import EXIT_FAILED, fail, with_reading_client
 from .status_table import render
 
 #: Width of the table when stdout is not a terminal (piped to a file, less, grep).
@@ -54,7 +54,7 @@ def _print_json(status: dict[str, Any]) -> None:
     metavar="SECONDS",
     help="Report a slot as stuck once its current iteration has run this long.",
 )
-@with_client
+@with_reading_client
 def status(client: Client, as_json: bool, watch: float | None, stuck_after: float) -> None:
     """Show the processes of the group, their slots, and every job's scheduled and running
     workers, unplaced and stuck slots.

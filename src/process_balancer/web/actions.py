@@ -6,9 +6,11 @@ the same operation (``q: 5 workers (was 2)``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 
-from ..api import Client, PauseError
+from ..api import Client
+from ..defaults import MAX_WORKERS_HARD_LIMIT
 
 __all__ = ["ActionError", "Actions"]
 
@@ -60,21 +62,35 @@ class Actions:
     def scale(self, form: Mapping[str, str]) -> Result:
         job_id = self._job(form)
         raw = form.get("count", "").strip()
-        try:
-            to = int(raw)
-        except ValueError:
-            raise ActionError(400, f"N must be a whole number of workers, got {raw!r}") from None
-        if to < 0:
-            raise ActionError(400, f"N must be 0 or more, got {to}; nothing was changed")
+        if not re.fullmatch(r"-?[0-9]+", raw):
+            raise ActionError(400, f"N must be a whole number of workers, got {raw[:40]!r}")
+        if raw.startswith("-"):
+            raise ActionError(400, f"N must be 0 or more, got {raw}; nothing was changed")
+        maximum = self.client.max_workers(job_id)
+        # A number too long to be a count is refused as typed, without converting it.
+        if len(raw) > len(str(MAX_WORKERS_HARD_LIMIT)) or int(raw) > maximum:
+            raise ActionError(
+                400,
+                f"N must be at most {maximum:,}, {self._ceiling(job_id)}, got {raw[:40]}; "
+                "nothing was changed",
+            )
         before = self.client.scheduled_workers(job_id)
-        after = self.client.adjust_scheduled_workers(job_id, to=to)
+        try:
+            after = self.client.adjust_scheduled_workers(job_id, to=int(raw))
+        except ValueError as exc:
+            raise ActionError(400, str(exc)) from None
         return 200, f"{job_id}: {after} workers (was {before})"
+
+    def _ceiling(self, job_id: str) -> str:
+        if job_id in self.client.settings.jobs:
+            return f"the max_workers of job {job_id!r} in the dashboard's config"
+        return "the dashboard's max_workers"
 
     def pause(self, form: Mapping[str, str]) -> Result:
         job_id = self._job(form)
         try:
             remembered = self.client.pause(job_id)
-        except PauseError as exc:
+        except ValueError as exc:  # PauseError, or a count above the ceiling
             raise ActionError(409, str(exc)) from None
         return 200, f"{job_id}: paused, 0 workers (resume restores {remembered})"
 
@@ -82,7 +98,7 @@ class Actions:
         job_id = self._job(form)
         try:
             count = self.client.resume(job_id)
-        except PauseError as exc:
+        except ValueError as exc:  # PauseError, or a count above the ceiling
             raise ActionError(409, str(exc)) from None
         return 200, f"{job_id}: resumed, {count} workers"
 

@@ -1,30 +1,62 @@
--- Set or change a job's worker count; refuses (writes nothing) when the result is negative.
--- A count set while the job is paused ends the pause: the operator's latest word wins.
+-- Set or change a job's worker count; refuses (writes nothing) a count that is not an integer
+-- from 0 to the ceiling. A count set while the job is paused ends the pause: the operator's
+-- latest word wins.
 -- KEYS: counts (hash), version, paused (hash)
--- ARGV: job id, 'to' or 'by', value, default count, channel
--- Returns {status, value}: status 1 = stored (value = new count), 0 = would be negative
--- (value = current count), -1 = the stored count is not an integer (value = what is stored).
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-local current = tonumber(ARGV[4])
-if raw then
-  current = tonumber(raw)
-  if current == nil or current ~= math.floor(current) then
-    if ARGV[2] == 'by' then
-      return {-1, raw}
-    end
+-- ARGV: job id, 'to' or 'by', value, default count, channel, ceiling (max_workers); numbers
+-- as decimal strings, parsed here: Lua numbers are doubles and would round big ones.
+-- Returns {status, value, ceiling}: 1 stored (value: the new count); 0 would be negative
+-- (value: the current count); -1 the stored count is not a count (value: what is stored);
+-- -2 the given value is not an integer in range; -3 the default is not a count; -4 the result
+-- would be above the ceiling (value: the result). See backends/counts.py.
+local HARD_LIMIT = 1000000
+local function count(s, low, high)
+  if type(s) ~= 'string' or #s > 8 or not string.find(s, '^%-?%d+$') then
+    return nil
   end
+  local n = tonumber(s)
+  if n < low or n > high then
+    return nil
+  end
+  return n
 end
+
+local ceiling = count(ARGV[6], 0, HARD_LIMIT) or HARD_LIMIT
+local shown = string.format('%d', ceiling)
 local new
 if ARGV[2] == 'to' then
-  new = tonumber(ARGV[3])
+  new = count(ARGV[3], 0, ceiling)
+  if new == nil then
+    return {-2, ARGV[3], shown}
+  end
 else
-  new = current + tonumber(ARGV[3])
+  local by = count(ARGV[3], -HARD_LIMIT, HARD_LIMIT)
+  if by == nil then
+    return {-2, ARGV[3], shown}
+  end
+  local current
+  local raw = redis.call('HGET', KEYS[1], ARGV[1])
+  if raw then
+    current = count(raw, 0, HARD_LIMIT)
+    if current == nil then
+      return {-1, raw, shown}
+    end
+  else
+    current = count(ARGV[4], 0, ceiling)
+    if current == nil then
+      return {-3, ARGV[4], shown}
+    end
+  end
+  new = current + by
+  if new < 0 then
+    return {0, string.format('%d', current), shown}
+  end
+  if new > ceiling then
+    return {-4, string.format('%d', new), shown}
+  end
 end
-if new < 0 then
-  return {0, tostring(current)}
-end
+new = string.format('%d', new)
 redis.call('HSET', KEYS[1], ARGV[1], new)
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('INCR', KEYS[2])
 redis.call('PUBLISH', ARGV[5], 'state')
-return {1, tostring(new)}
+return {1, new, shown}

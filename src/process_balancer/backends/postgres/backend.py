@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
+from ...defaults import MAX_WORKERS
 from ..base import (
     ACK_TTL_MS,
     COMMAND_TTL_MS,
@@ -36,6 +37,7 @@ from ..base import (
 from ..codec import RawGroup, RawMember, count_problem, count_value, decode_group, report_once
 from ..codec import dumps as _dumps
 from ..codec import parse_slots as _parse_slots
+from ..counts import argument, outcome
 from .connections import ConnectionPool, channel_name, connect, one_line, parse_url, quote_ident
 from .repair import Group, repair
 from .schema import ensure_schema
@@ -97,10 +99,10 @@ class PostgresBackend(Backend):
             name: f"SELECT * FROM {self._s}.pb_{name}({', '.join(['%s'] * arity)})"
             for name, arity in (
                 ("leave", 3),
-                ("set_count", 6),
+                ("set_count", 7),
                 ("clear_count", 3),
-                ("pause", 4),
-                ("resume", 3),
+                ("pause", 5),
+                ("resume", 4),
                 ("ack_command", 5),
                 ("lock_acquire", 6),
                 ("reset_incarnation", 4),
@@ -304,28 +306,48 @@ class PostgresBackend(Backend):
             raise CorruptStateError(str(count_problem(rows[0][0], where)))
         return count
 
-    def set_count(self, job_id: str, *, to: int | None, by: int | None, default: int) -> int:
+    def set_count(
+        self,
+        job_id: str,
+        *,
+        to: int | None,
+        by: int | None,
+        default: int,
+        maximum: int = MAX_WORKERS,
+    ) -> int:
         mode, value = ("to", to) if to is not None else ("by", by)
-        status, result = self._fetch(
-            "set_count", (self.namespace, job_id, mode, value, default, self.channel)
+        status, result, limit = self._fetch(
+            "set_count",
+            (
+                self.namespace,
+                job_id,
+                mode,
+                argument(value),
+                argument(default),
+                self.channel,
+                argument(maximum),
+            ),
         )
-        if status == 0:
-            raise ValueError(
-                f"cannot change the worker count of job {job_id!r} by {by}: it is {result}, "
-                "and a count cannot go below 0; nothing was changed"
-            )
-        return int(result)
+        where = self._where("pb_counts", job_id)
+        count = outcome("set", job_id, status, result, limit, to=to, by=by, where=where)
+        assert count is not None
+        return count
 
     def clear_count(self, job_id: str) -> None:
         self._fetch("clear_count", (self.namespace, job_id, self.channel))
 
-    def pause(self, job_id: str, *, default: int) -> int | None:
-        status, value = self._fetch("pause", (self.namespace, job_id, default, self.channel))
-        return int(value) if status == 1 else None
+    def pause(self, job_id: str, *, default: int, maximum: int = MAX_WORKERS) -> int | None:
+        status, value, limit = self._fetch(
+            "pause",
+            (self.namespace, job_id, argument(default), self.channel, argument(maximum)),
+        )
+        return outcome("pause", job_id, status, value, limit)
 
-    def resume(self, job_id: str) -> int | None:
-        status, value = self._fetch("resume", (self.namespace, job_id, self.channel))
-        return int(value) if status == 1 else None
+    def resume(self, job_id: str, *, maximum: int = MAX_WORKERS) -> int | None:
+        status, value, limit = self._fetch(
+            "resume", (self.namespace, job_id, self.channel, argument(maximum))
+        )
+        return outcome("resume", job_id, status, value, limit)
 
     def paused_counts(self) -> dict[str, int]:
         rows = self._rows(

@@ -367,25 +367,87 @@ BEGIN
     RETURN true;
 END $$;
 
--- Set ('to') or change ('by') a job's count. Returns (1, new count), or (0, current count) and
--- changes nothing when the result would be negative. Setting a count ends a pause.
+-- The functions below take counts as decimal strings and parse them here (as the Redis scripts
+-- do), so a float or a 23-digit integer from any client is refused as written, never rounded.
+-- Their earlier signatures took bigints without a ceiling: drop them so no client reaches them.
+DROP FUNCTION IF EXISTS {schema}.pb_set_count(text, text, text, bigint, bigint, text);
+DROP FUNCTION IF EXISTS {schema}.pb_pause(text, text, bigint, text);
+DROP FUNCTION IF EXISTS {schema}.pb_resume(text, text, text);
+
+-- p_text as a count if it is the decimal string of an integer from p_low to p_high, else NULL.
+CREATE OR REPLACE FUNCTION {schema}.pb_parse_count(p_text text, p_low bigint, p_high bigint)
+RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    v_count bigint;
+BEGIN
+    IF p_text IS NULL OR length(p_text) > 8 OR p_text !~ '^-?[0-9]+$' THEN
+        RETURN NULL;
+    END IF;
+    v_count := p_text::bigint;
+    RETURN CASE WHEN v_count BETWEEN p_low AND p_high THEN v_count END;
+END $$;
+
+-- The ceiling a count write enforces: the client's max_workers, never above the hard limit
+-- (defaults.MAX_WORKERS_HARD_LIMIT).
+CREATE OR REPLACE FUNCTION {schema}.pb_count_ceiling(p_max text)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce({schema}.pb_parse_count(p_max, 0, 1000000), 1000000)
+$$;
+
+-- Set ('to') or change ('by') a job's count. Returns (status, value, ceiling), the statuses of
+-- backends/counts.py: 1 stored (value: the new count); 0 would be negative (value: the
+-- current count); -2 the given value is not an integer in range; -3 the default is not a
+-- count; -4 the result would be above the ceiling. Only status 1 writes. Setting a count
+-- ends a pause.
 CREATE OR REPLACE FUNCTION {schema}.pb_set_count(
-    p_namespace text, p_job_id text, p_mode text, p_value bigint, p_default bigint,
-    p_channel text, OUT o_status integer, OUT o_value bigint)
+    p_namespace text, p_job_id text, p_mode text, p_value text, p_default text,
+    p_channel text, p_max text, OUT o_status integer, OUT o_value text, OUT o_ceiling bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_current bigint;
+    v_by bigint;
     v_new bigint;
 BEGIN
-    PERFORM {schema}.pb_lock_group(p_namespace);
-    SELECT c.count INTO v_current FROM {schema}.pb_counts c
-    WHERE c.namespace = p_namespace AND c.job_id = p_job_id;
-    v_current := coalesce(v_current, p_default);
-    v_new := CASE WHEN p_mode = 'to' THEN p_value ELSE v_current + p_value END;
-    IF v_new < 0 THEN
-        o_status := 0;
-        o_value := v_current;
-        RETURN;
+    o_ceiling := {schema}.pb_count_ceiling(p_max);
+    IF p_mode = 'to' THEN
+        v_new := {schema}.pb_parse_count(p_value, 0, o_ceiling);
+        IF v_new IS NULL THEN
+            o_status := -2;
+            o_value := p_value;
+            RETURN;
+        END IF;
+        PERFORM {schema}.pb_lock_group(p_namespace);
+    ELSE
+        v_by := {schema}.pb_parse_count(p_value, -1000000, 1000000);
+        IF v_by IS NULL THEN
+            o_status := -2;
+            o_value := p_value;
+            RETURN;
+        END IF;
+        PERFORM {schema}.pb_lock_group(p_namespace);
+        SELECT c.count INTO v_current FROM {schema}.pb_counts c
+        WHERE c.namespace = p_namespace AND c.job_id = p_job_id;
+        IF v_current IS NULL THEN
+            v_current := {schema}.pb_parse_count(p_default, 0, o_ceiling);
+            IF v_current IS NULL THEN
+                o_status := -3;
+                o_value := p_default;
+                RETURN;
+            END IF;
+        END IF;
+        v_new := v_current + v_by;
+        IF v_new < 0 THEN
+            o_status := 0;
+            o_value := v_current;
+            RETURN;
+        END IF;
+        IF v_new > o_ceiling THEN
+            o_status := -4;
+            o_value := v_new;
+            RETURN;
+        END IF;
     END IF;
     INSERT INTO {schema}.pb_counts AS c (namespace, job_id, count) VALUES (p_namespace, p_job_id, v_new)
     ON CONFLICT (namespace, job_id) DO UPDATE SET count = EXCLUDED.count, resume_to = NULL;
@@ -404,16 +466,18 @@ BEGIN
     PERFORM {schema}.pb_bump(p_namespace, p_channel);
 END $$;
 
--- Pause: remember the count (runtime, else p_default) and set it to 0 in one step.
--- Returns (1, remembered) paused, (0, remembered) already paused, nothing changed.
+-- Pause: remember the count (runtime, else p_default) and set it to 0 in one step. Returns
+-- (1, remembered) paused, (0, remembered) already paused, or a refusal as pb_set_count's:
+-- -3 the default is not a count, -4 the count is above the ceiling. Only status 1 writes.
 CREATE OR REPLACE FUNCTION {schema}.pb_pause(
-    p_namespace text, p_job_id text, p_default bigint, p_channel text,
-    OUT o_status integer, OUT o_value bigint)
+    p_namespace text, p_job_id text, p_default text, p_channel text, p_max text,
+    OUT o_status integer, OUT o_value text, OUT o_ceiling bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_count bigint;
     v_resume_to bigint;
 BEGIN
+    o_ceiling := {schema}.pb_count_ceiling(p_max);
     PERFORM {schema}.pb_lock_group(p_namespace);
     SELECT c.count, c.resume_to INTO v_count, v_resume_to FROM {schema}.pb_counts c
     WHERE c.namespace = p_namespace AND c.job_id = p_job_id;
@@ -422,28 +486,50 @@ BEGIN
         o_value := v_resume_to;
         RETURN;
     END IF;
-    o_value := coalesce(v_count, p_default);
+    IF v_count IS NULL THEN
+        v_count := {schema}.pb_parse_count(p_default, 0, 1000000);
+        IF v_count IS NULL THEN
+            o_status := -3;
+            o_value := p_default;
+            RETURN;
+        END IF;
+    END IF;
+    o_value := v_count;
+    IF v_count > o_ceiling THEN
+        o_status := -4;
+        RETURN;
+    END IF;
     INSERT INTO {schema}.pb_counts AS c (namespace, job_id, count, resume_to)
-    VALUES (p_namespace, p_job_id, 0, o_value)
+    VALUES (p_namespace, p_job_id, 0, v_count)
     ON CONFLICT (namespace, job_id) DO UPDATE SET count = 0, resume_to = EXCLUDED.resume_to;
     PERFORM {schema}.pb_bump(p_namespace, p_channel);
     o_status := 1;
 END $$;
 
--- Resume: restore the remembered count and forget it. Returns (1, count), or (0, NULL) when
--- the job is not paused.
+-- Resume: restore the remembered count and forget it. Returns (1, count), (0, NULL) when the
+-- job is not paused, or (-4, remembered) when that is above the ceiling (nothing changed).
 CREATE OR REPLACE FUNCTION {schema}.pb_resume(
-    p_namespace text, p_job_id text, p_channel text, OUT o_status integer, OUT o_value bigint)
+    p_namespace text, p_job_id text, p_channel text, p_max text,
+    OUT o_status integer, OUT o_value text, OUT o_ceiling bigint)
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_resume_to bigint;
 BEGIN
+    o_ceiling := {schema}.pb_count_ceiling(p_max);
     PERFORM {schema}.pb_lock_group(p_namespace);
-    UPDATE {schema}.pb_counts c SET count = c.resume_to, resume_to = NULL
-    WHERE c.namespace = p_namespace AND c.job_id = p_job_id AND c.resume_to IS NOT NULL
-    RETURNING c.count INTO o_value;
-    IF NOT FOUND THEN
+    SELECT c.resume_to INTO v_resume_to FROM {schema}.pb_counts c
+    WHERE c.namespace = p_namespace AND c.job_id = p_job_id;
+    IF v_resume_to IS NULL THEN
         o_status := 0;
         RETURN;
     END IF;
+    o_value := v_resume_to;
+    IF v_resume_to > o_ceiling THEN
+        o_status := -4;
+        RETURN;
+    END IF;
+    UPDATE {schema}.pb_counts c SET count = c.resume_to, resume_to = NULL
+    WHERE c.namespace = p_namespace AND c.job_id = p_job_id;
     PERFORM {schema}.pb_bump(p_namespace, p_channel);
     o_status := 1;
 END $$;
