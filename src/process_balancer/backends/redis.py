@@ -437,9 +437,10 @@ class RedisBackend(Backend):
                 found = pipe.execute(raise_on_error=False)
         for value, ttl in zip(found[::2], found[1::2], strict=True):
             if isinstance(value, str) and isinstance(ttl, int) and ttl > 0:
-                parts = value.split(" ", 2)
-                if len(parts) == 3 and parts[1].isdigit():
-                    holders[parts[2]] = max(holders.get(parts[2], 0), ttl)
+                # token fence incarnation holder (token fence holder from earlier versions)
+                parts = value.split(" ")
+                if len(parts) in (3, 4) and parts[1].isdigit():
+                    holders[parts[-1]] = max(holders.get(parts[-1], 0), ttl)
         return holders
 
     def write_assignment(
