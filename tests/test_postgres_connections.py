@@ -92,6 +92,8 @@ def test_a_stalled_call_is_cancelled_after_the_call_timeout_and_the_heartbeat_go
     target = parse_url(postgresql_backend_url)
     failures: list[tuple[Exception, float]] = []
     try:
+        # A lock is granted only once a heartbeat reached the group.
+        backend.heartbeat("a", traits={}, info={}, expiry=30, seen_assignment_version=-1)
         assert backend.lock_acquire("j:0", "a", 0.001) is not None  # creates the row
         with psycopg.connect(target.conninfo) as holder:
             holder.execute(
