@@ -284,6 +284,40 @@ def clock_step(group: Group, setup: Setup, t: Timings) -> Fault:
     return Fault(started, time.time(), measures_takeover=False)
 
 
+def garbage_everywhere(group: Group, setup: Setup, t: Timings) -> Fault:
+    """Every key of the group's namespace on the Redis backend is overwritten with a string
+    that is not what the runner wrote (a bad restore, a foreign tool, a bug)."""
+    assert setup.redis is not None
+    client = setup.redis.client()
+    try:
+        started = time.time()
+        keys = list(client.scan_iter(match=f"{setup.namespace}:*", count=1000))
+        with client.pipeline(transaction=True) as pipe:
+            for key in keys:
+                pipe.delete(key)
+                pipe.set(key, "\x00garbage{[")
+            pipe.execute()
+    finally:
+        client.close()
+    return Fault(started, time.time(), measures_takeover=False)
+
+
+def huge_count(group: Group, setup: Setup, t: Timings) -> Fault:
+    """The job's worker count in the Redis backend is set to 10**15 behind the clients'
+    checks for ``partition`` seconds, then back to 6."""
+    assert setup.redis is not None
+    client = setup.redis.client()
+    counts = f"{setup.namespace}:counts"
+    try:
+        started = time.time()
+        client.hset(counts, JOB_ID, str(10**15))
+        time.sleep(t.partition)
+        client.hset(counts, JOB_ID, str(SLOTS))
+    finally:
+        client.close()
+    return Fault(started, time.time(), measures_takeover=False)
+
+
 def kill_loop(group: Group, setup: Setup, t: Timings) -> Fault:
     """Every few seconds kill -9 a random runner and start a fresh one in its place."""
     rng = random.Random(t.seed)
@@ -319,6 +353,8 @@ SCENARIOS: dict[str, tuple[Callable[[Group, Setup, Timings], Fault], set[str], s
         "one runner's link blackholed, then healed with the held bytes delivered late",
     ),
     "clock": (clock_step, {"redis"}, "the Redis server's clock steps forward"),
+    "garbage": (garbage_everywhere, {"redis"}, "garbage written to every key of the group"),
+    "huge-count": (huge_count, {"redis"}, "a worker count of 10**15 written behind the checks"),
     "kill-loop": (
         kill_loop,
         {"redis", "postgresql", "sqlite"},
