@@ -15,6 +15,8 @@ own on a free port, so it can be stalled, restarted empty or re-clocked. Scenari
     blackhole   one runner's link blackholed for 6 s, then healed with the held bytes
                 delivered late                                          (not SQLite)
     clock       the Redis server's clock steps 20 s forward             (Redis only)
+    garbage     every key of the group overwritten with garbage         (Redis only)
+    huge-count  a worker count of 10**15 written behind the checks      (Redis only)
     kill-loop   kill -9 of a random runner every 4 s for 20 s, a fresh one started each time
 
     python bench/chaos.py --backend all [--scenario all] [--json] [--seed N]
