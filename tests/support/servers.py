@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import shutil
 import signal
@@ -32,12 +33,18 @@ def clockshift_library() -> Path:
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise RuntimeError("stepping a server's clock needs a C compiler: apt-get install gcc")
-    out = Path(tempfile.mkdtemp(prefix="pb-clockshift-")) / "libclockshift.so"
-    subprocess.run(
-        [compiler, "-shared", "-fPIC", "-O2", "-o", str(out), str(source)],
-        check=True,
-        capture_output=True,
-    )
+    # One build per version of the source, shared by runs (and by concurrent ones: each
+    # compiles to a file of its own and renames it into place).
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    out = Path(tempfile.gettempdir()) / f"pb-clockshift-{digest}.so"
+    if not out.exists():
+        partial = out.with_name(f"{out.name}.{os.getpid()}")
+        subprocess.run(
+            [compiler, "-shared", "-fPIC", "-O2", "-o", str(partial), str(source)],
+            check=True,
+            capture_output=True,
+        )
+        partial.replace(out)
     return out
 
 
