@@ -8,11 +8,14 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
 
 from support.harness import IterationLog, Process, write_config
+from support.proxy import Proxy
+from support.servers import RedisServer
 
 REDIS_URL = os.environ.get("PB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -262,3 +265,56 @@ def private_redis(tmp_path: Path) -> Iterator[Any]:
     yield proc
     proc.kill()
     proc.wait(10)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own that it can stall (``pause()``/``resume()``), kill,
+    or restart empty on the same port (``restart_empty()``)."""
+    server = RedisServer(tmp_path)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def clock_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """Like ``redis_server``, and ``step_clock(seconds)`` moves its wall clock (``TIME``, Lua,
+    key expiry) that far ahead of the host's."""
+    server = RedisServer(tmp_path, clock=True)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def spawn_behind_proxy(
+    tmp_path: Path,
+    backend_url: str,
+    backend_kind: str,
+    namespace: str,
+    iteration_log: IterationLog,
+    spawn: Callable[..., Process],
+) -> Iterator[Callable[..., tuple[Process, Proxy]]]:
+    """Start a runner of this test's group whose backend URL points at a TCP proxy of its
+    own, so the test can cut, blackhole, drop or delay that one process's link."""
+    if backend_kind == "sqlite":
+        raise ValueError("a SQLite backend is a local file: there is no link to proxy")
+    proxies: list[Proxy] = []
+
+    def start(jobs: dict[str, dict[str, Any]], name: str, **settings: Any) -> tuple[Process, Proxy]:
+        parts = urlsplit(backend_url)
+        proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 0)
+        proxies.append(proxy)
+        for job in jobs.values():
+            job.setdefault("log_path", str(iteration_log.path))
+        config = write_config(
+            tmp_path / f"{name}.yml",
+            backend=proxy.url(backend_url),
+            namespace=namespace,
+            jobs=jobs,
+            **settings,
+        )
+        return spawn(config, name), proxy
+
+    yield start
+    for proxy in proxies:
+        proxy.close()

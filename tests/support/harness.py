@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import signal
@@ -94,6 +95,9 @@ class Interval:
     fence: int | None
     closed: bool
     done: int | None = None
+    it: str = ""
+    #: False when the job's fenced store refused the claim this iteration started with.
+    claim_ok: bool = True
 
 
 @dataclass
@@ -102,14 +106,24 @@ class IterationLog:
 
     path: Path
     dead: dict[int, float] = field(default_factory=dict)
+    _parsed: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    _offset: int = field(default=0, repr=False)
 
     def events(self) -> list[dict[str, Any]]:
+        """Every complete line so far; lines already parsed are not parsed again (fault
+        scenarios log every fenced write and poll the log many times a second)."""
         try:
-            text = self.path.read_text()
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
         except FileNotFoundError:
             return []
         # The last line may be mid-write; only complete lines count.
-        return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
+        complete = data[: data.rfind(b"\n") + 1]
+        if complete:
+            self._parsed.extend(json.loads(line) for line in complete.splitlines())
+            self._offset += len(complete)
+        return list(self._parsed)
 
     def intervals(self) -> list[Interval]:
         opened: dict[str, dict[str, Any]] = {}
@@ -130,6 +144,8 @@ class IterationLog:
                             start["fence"],
                             True,
                             event.get("done"),
+                            start["it"],
+                            start.get("claim_ok", True),
                         )
                     )
         for start in opened.values():
@@ -143,6 +159,9 @@ class IterationLog:
                     end,
                     start["fence"],
                     False,
+                    None,
+                    start["it"],
+                    start.get("claim_ok", True),
                 )
             )
         return sorted(result, key=lambda i: (i.job, i.slot, i.start))
@@ -160,6 +179,152 @@ class IterationLog:
                         break
                     found.append((first, second))
         return found
+
+    def writes(self) -> list[dict[str, Any]]:
+        """The fenced writes of jobs that log them (``FencedJob``), in log order."""
+        return [e for e in self.events() if e["ev"] == "w"]
+
+    def refused_writes(self) -> int:
+        """Claims and writes the fenced store refused because they carried a stale token."""
+        refused = sum(1 for e in self.writes() if not e["ok"])
+        refused += sum(1 for i in self.intervals() if not i.claim_ok)
+        return refused
+
+    def unfenced_overlaps(self) -> list[tuple[Interval, Interval]]:
+        """Overlapping iterations of one slot whose writes both landed, interleaved.
+
+        The fenced store numbers every operation on a slot (``seq``). Two iterations that
+        overlapped in time did no harm when every write of one landed before every write of
+        the other (the older holder's later writes were refused): the store saw one owner at
+        a time. They did harm when their landed writes interleave.
+        """
+        landed: dict[str, list[int]] = {}
+        for write in self.writes():
+            if write["ok"]:
+                landed.setdefault(write["it"], []).append(write["seq"])
+        harmful = []
+        for first, second in self.overlaps():
+            a, b = landed.get(first.it), landed.get(second.it)
+            if a and b and min(a) < max(b) and min(b) < max(a):
+                harmful.append((first, second))
+        return harmful
+
+    def token_regressions(self) -> list[tuple[Interval, Interval]]:
+        """(earlier, later) iterations of one slot where the later-starting one holds a
+        fencing token lower than or equal to one handed out before it."""
+        found = []
+        by_slot: dict[tuple[str, int], list[Interval]] = {}
+        for interval in self.intervals():
+            if interval.fence is not None:
+                by_slot.setdefault((interval.job, interval.slot), []).append(interval)
+        for intervals in by_slot.values():
+            highest: Interval | None = None
+            for interval in intervals:  # sorted by start
+                assert interval.fence is not None
+                if highest is not None and interval.fence <= (highest.fence or 0):
+                    found.append((highest, interval))
+                    continue
+                highest = interval
+        return found
+
+    def working_starts(
+        self, since: float, job: str, exclude: frozenset[int] = frozenset()
+    ) -> list[dict[str, Any]]:
+        """Starts at or after ``since`` whose claim the fenced store accepted (the iteration
+        could do work), by processes not in ``exclude``, in time order."""
+        return sorted(
+            (
+                e
+                for e in self.events()
+                if e["ev"] == "start"
+                and e["job"] == job
+                and e["t"] >= since
+                and e.get("claim_ok", True)
+                and e["pid"] not in exclude
+            ),
+            key=lambda e: e["t"],
+        )
+
+    def whole_again(
+        self,
+        since: float,
+        slots: int,
+        job: str = "q",
+        exclude: frozenset[int] = frozenset(),
+    ) -> float | None:
+        """Seconds from ``since`` until every one of ``slots`` slots had started a working
+        iteration (on a process not in ``exclude``); None if some slot has not yet."""
+        first: dict[int, float] = {}
+        for event in self.working_starts(since, job, exclude):
+            first.setdefault(event["slot"], event["t"])
+        if len(first) < slots:
+            return None
+        return max(first.values()) - since
+
+    def balanced_again(
+        self, since: float, slots: int, pids: set[int], job: str = "q", window: float = 0.6
+    ) -> float | None:
+        """Seconds from ``since`` until, within one ``window``, every slot ran a working
+        iteration and each of ``pids`` ran its share (at least ``slots // len(pids)``
+        slots) and nobody else ran any; None if that has not happened yet."""
+        share = slots // max(1, len(pids))
+        starts = self.working_starts(since, job)
+        left = 0
+        for i, event in enumerate(starts):
+            while starts[left]["t"] < event["t"] - window:
+                left += 1
+            by_pid: dict[int, set[int]] = {}
+            for e in starts[left : i + 1]:
+                by_pid.setdefault(e["pid"], set()).add(e["slot"])
+            running = set().union(*by_pid.values())
+            if (
+                len(running) == slots
+                and set(by_pid) == pids
+                and all(len(s) >= share for s in by_pid.values())
+            ):
+                return event["t"] - since
+        return None
+
+    def recovered_after(
+        self,
+        since: float,
+        until: float,
+        slots: int,
+        pids: set[int],
+        job: str = "q",
+        window: float = 0.6,
+        step: float = 0.05,
+    ) -> float | None:
+        """Seconds from ``since`` after which the group stayed whole and balanced until
+        ``until``: at every moment, the last ``window`` seconds saw every slot run a working
+        iteration and each of ``pids`` (and nobody else) run its share. None if it was not
+        so at ``until``. Unlike ``balanced_again``, a disruption that shows only later (a
+        process noticing at its next heartbeat that its membership lapsed) counts."""
+        share = slots // max(1, len(pids))
+        starts = self.working_starts(since - window, job)
+        times = [e["t"] for e in starts]
+
+        def balanced(at: float) -> bool:
+            by_pid: dict[int, set[int]] = {}
+            first, last = bisect.bisect_left(times, at - window), bisect.bisect_right(times, at)
+            for e in starts[first:last]:
+                by_pid.setdefault(e["pid"], set()).add(e["slot"])
+            running = set().union(*by_pid.values())
+            return (
+                len(running) == slots
+                and set(by_pid) == pids
+                and all(len(s) >= share for s in by_pid.values())
+            )
+
+        if not balanced(until):
+            return None
+        last_bad = None
+        at = since
+        while at < until:
+            if not balanced(at):
+                last_bad = at
+            at += step
+        return 0.0 if last_bad is None else last_bad + step - since
 
     def slots_run_by(self, since: float) -> dict[tuple[str, int], set[int]]:
         """(job, slot) -> pids that started an iteration of it after ``since``."""

@@ -76,3 +76,66 @@ class AdvisoryRecordingJob(RecordingJob):
     """RecordingJob guarded by the ``advisory_lock`` driver (PostgreSQL advisory locks)."""
 
     lock_driver = "advisory_lock"
+
+
+# The fenced store of FencedJob: one Redis key per slot holds the highest fencing token that
+# claimed it, and every operation on a slot takes the next number of one counter, so the
+# order in which the store saw claims and writes is known exactly.
+_CLAIM = """
+local seq = redis.call('INCR', KEYS[2])
+local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return {1, seq}
+end
+return {0, seq}
+"""
+_WRITE = """
+local seq = redis.call('INCR', KEYS[2])
+if tonumber(redis.call('GET', KEYS[1]) or '-1') == tonumber(ARGV[1]) then
+  return {1, seq}
+end
+return {0, seq}
+"""
+_stores: dict[str, Any] = {}
+
+
+def _store(url: str) -> Any:
+    import redis
+
+    if url not in _stores:
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        _stores[url] = (client, client.register_script(_CLAIM), client.register_script(_WRITE))
+    return _stores[url]
+
+
+class FencedJob(RecordingJob):
+    """A RecordingJob whose work is writes to a fenced store, as a real job's should be.
+
+    ``lock_records`` claims the slot in the store with the iteration's fencing token: the
+    claim lands only if the token is higher than every token that claimed the slot before.
+    Each record is then one write that lands only while the slot still carries this token.
+    A holder that was paused or cut off while a peer took its slot over finds its writes
+    refused. Every write is logged (``ev: "w"``) with the store's sequence number and
+    whether it landed. The store is the Redis at option ``store_url`` (never the
+    coordination backend under test) under keys ``<store_prefix>:<job>:<slot>``.
+    """
+
+    def _keys(self) -> list[str]:
+        prefix = f"{self.options['store_prefix']}:{self.job_id}:{self.worker_index}"
+        return [prefix, f"{prefix}:seq"]
+
+    def lock_records(self) -> list[int]:
+        self._iteration = uuid.uuid4().hex
+        self._done = 0
+        _, claim, _ = _store(self.options["store_url"])
+        ok, seq = claim(keys=self._keys(), args=[self.fencing_token])
+        self._log("start", it=self._iteration, claim_ok=bool(ok), seq=seq)
+        return list(range(int(self.options.get("records", 1))))
+
+    def process_record(self, record: int) -> None:
+        time.sleep(float(self.options.get("record_time", 0.05)))
+        _, _, write = _store(self.options["store_url"])
+        ok, seq = write(keys=self._keys(), args=[self.fencing_token])
+        self._log("w", it=self._iteration, seq=seq, ok=bool(ok))
+        self._done += 1
