@@ -6,18 +6,16 @@ process, fencing token, start, end) and checked for overlaps and token regressio
 from __future__ import annotations
 
 import signal
-import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import redis
 
 from process_balancer.backends import open_backend
 from support.harness import Process, wait_until, write_config
 from support.record_log import overlaps, read_records, slots_running, token_regressions
+from support.servers import RedisServer
 
 JOB_CLASS = "support.record_log:RecordLoggingJob"
 
@@ -91,60 +89,8 @@ def test_a_frozen_holder_that_wakes_up_stops_at_its_next_record(
     wait_until(all_running(log, 2), 10, message="the group whole again")
 
 
-class RestartableRedis:
-    """A redis-server of the test's own on a fixed free port, restarted empty on demand."""
-
-    def __init__(self, directory: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.directory = directory
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis.from_url(self.url)
-        try:
-            wait_until(self._answers(client), 10, interval=0.02, message="redis-server up")
-        finally:
-            client.close()
-
-    @staticmethod
-    def _answers(client: redis.Redis) -> Callable[[], bool]:
-        def check() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        return check
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def restart_empty(self) -> None:
-        self.kill()
-        self.start()
-
-
-@pytest.fixture
-def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
-    server = RestartableRedis(tmp_path)
-    server.start()
-    yield server
-    server.kill()
-
-
 def test_a_redis_restarted_empty_never_lets_two_processes_run_a_slot(
-    tmp_path: Path, restartable_redis: RestartableRedis, spawn: Callable[..., Process]
+    tmp_path: Path, redis_server: RedisServer, spawn: Callable[..., Process]
 ) -> None:
     """Given three processes running six slots on a Redis without persistence, when Redis
     restarts empty, the first process back must not take the slots the others still run:
@@ -153,7 +99,7 @@ def test_a_redis_restarted_empty_never_lets_two_processes_run_a_slot(
     log = tmp_path / "records.jsonl"
     config = write_config(
         tmp_path / "pb.yml",
-        backend=restartable_redis.url,
+        backend=redis_server.url,
         namespace="restart",
         jobs=job(log, 6, records=500, record_time=0.02),
     )
@@ -166,7 +112,7 @@ def test_a_redis_restarted_empty_never_lets_two_processes_run_a_slot(
         30,
         message="six slots over three processes",
     )
-    restartable_redis.restart_empty()
+    redis_server.restart_empty()
     restarted_at = time.time()
     wait_until(
         lambda: (
