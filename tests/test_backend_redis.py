@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -52,14 +54,65 @@ def test_renew_and_release_never_touch_another_holders_lock(
     assert rclient.get(f"{namespace}:lock:j:0").startswith(other.token)
 
 
-def test_garbage_in_a_lock_key_is_reported_and_kept(
+@pytest.mark.parametrize("kind", ["string", "hash"])
+def test_garbage_in_a_lock_key_holds_the_slot_until_it_expires_then_frees_it(
+    backend: RedisBackend, rclient: redis.Redis, namespace: str, kind: str, caplog
+) -> None:
+    """A lock key this program never wrote may stand for a holder nobody can see: the slot
+    stays taken until the key expires, at the latest the lock's ttl + grace after it was
+    first seen (a holder cannot renew through it, so it stops by then), and is free after."""
+    beat(backend, "a")
+    lock = f"{namespace}:lock:j:0"
+    if kind == "string":
+        rclient.set(lock, "x")
+    else:
+        rclient.hset(lock, "x", "1")
+    with caplog.at_level(logging.ERROR):
+        assert backend.lock_acquire("j:0", "a", 0.3, grace=0.2) is None
+        assert backend.lock_acquire("j:0", "a", 0.3, grace=0.2) is None
+    assert rclient.type(lock) == kind, "the value found is kept until it expires"
+    assert 0 < rclient.pttl(lock) <= 500
+    lines = [r.getMessage() for r in caplog.records if lock in r.getMessage()]
+    assert len(lines) == 1 and "not a process-balancer lock" in lines[0], lines
+    time.sleep(0.6)
+    taken = backend.lock_acquire("j:0", "a", 0.3, grace=0.2)
+    assert taken is not None
+    assert taken.fence >= time.time() * 1_000_000 - 5_000_000
+
+
+def test_a_garbage_lock_key_with_a_long_ttl_is_cut_to_the_lock_ttl(
     backend: RedisBackend, rclient: redis.Redis, namespace: str
 ) -> None:
     beat(backend, "a")
-    rclient.set(f"{namespace}:lock:j:0", "x")
-    with pytest.raises(CorruptStateError, match="not a process-balancer lock"):
-        backend.lock_acquire("j:0", "a", 5)
-    assert rclient.get(f"{namespace}:lock:j:0") == "x"
+    rclient.set(f"{namespace}:lock:j:0", "x", ex=3600)
+    assert backend.lock_acquire("j:0", "a", 1.0, grace=0.5) is None
+    assert 0 < rclient.pttl(f"{namespace}:lock:j:0") <= 1500
+
+
+@pytest.mark.parametrize("garbage", ["lots", "-1", "1e400", "9" * 30])
+def test_an_unreadable_fencing_counter_still_gives_a_higher_token(
+    backend: RedisBackend, rclient: redis.Redis, namespace: str, garbage: str
+) -> None:
+    beat(backend, "a")
+    first = backend.lock_acquire("j:0", "a", 5)
+    assert first is not None and backend.lock_release("j:0", first.token)
+    rclient.set(f"{namespace}:fence:j:0", garbage)
+    second = backend.lock_acquire("j:0", "a", 5)
+    assert second is not None and second.fence > first.fence
+    assert rclient.get(f"{namespace}:fence:j:0") == str(second.fence)
+
+
+def test_renew_and_release_of_a_lock_key_of_another_type_answer_no(
+    backend: RedisBackend, rclient: redis.Redis, namespace: str
+) -> None:
+    beat(backend, "a")
+    held = backend.lock_acquire("j:0", "a", 5)
+    assert held is not None
+    rclient.delete(f"{namespace}:lock:j:0")
+    rclient.rpush(f"{namespace}:lock:j:0", held.token)
+    assert not backend.lock_renew("j:0", held.token, 5)
+    assert not backend.lock_release("j:0", held.token)
+    assert rclient.type(f"{namespace}:lock:j:0") == "list"
 
 
 def test_pause_refuses_an_unreadable_stored_count(backend: RedisBackend, rclient) -> None:
@@ -116,3 +169,55 @@ def test_a_stored_count_beyond_the_hard_limit_cannot_be_changed_by_a_step(
     with pytest.raises(CorruptStateError, match="not an integer from 0 to 1,000,000"):
         backend.set_count("j", to=None, by=-1, default=1)
     assert backend.set_count("j", to=3, by=None, default=1) == 3
+
+
+def test_a_heartbeat_discards_unreadable_group_state_and_begins_a_new_incarnation(
+    backend: RedisBackend, rclient: redis.Redis, namespace: str
+) -> None:
+    """Membership, versions and assignment holding garbage are derived state: the heartbeat
+    drops them, says which, and begins a new incarnation with the hold, the version past
+    every one a process has seen. Counts and locks are left as they are."""
+    first = backend.heartbeat(
+        "a", traits=TRAITS, info={}, expiry=3.0, seen_assignment_version=-1, hold=3.0
+    )
+    backend.set_count("j", to=5, by=None, default=2)
+    rclient.set(f"{namespace}:lock:j:0", "x")
+    rclient.delete(f"{namespace}:members", f"{namespace}:incarnation")
+    rclient.set(f"{namespace}:members", "\x00garbage")
+    rclient.set(f"{namespace}:version", "garbage")
+    rclient.rpush(f"{namespace}:assignment", "x")
+    rclient.set(f"{namespace}:incarnation", "x")
+    started = time.time()
+    result = backend.heartbeat(
+        "a",
+        traits=TRAITS,
+        info={},
+        expiry=3.0,
+        seen_assignment_version=-1,
+        known_incarnation=first.incarnation,
+        known_version=10**9,
+        hold=3.0,
+    )
+    assert result.incarnation != first.incarnation
+    assert "unreadable group state was discarded" in result.new_incarnation
+    for held in ("members held a string", "version held \"garbage\"", "assignment held a list"):
+        assert f"{namespace}:{held}" in result.new_incarnation, result.new_incarnation
+    assert result.version > max(10**9, int(started * 1000) - 1)
+    grants_at = float(rclient.hget(f"{namespace}:incarnation", "grants_at"))
+    assert grants_at / 1000 >= started + 2.5
+    assert backend.snapshot().members[0].identity == "a"
+    assert backend.get_count("j") == 5
+    assert rclient.get(f"{namespace}:lock:j:0") == "x"
+    # A commands list of another type is dropped without a new incarnation.
+    rclient.set(f"{namespace}:commands:a", "x")
+    again = backend.heartbeat(
+        "a",
+        traits=TRAITS,
+        info={},
+        expiry=3.0,
+        seen_assignment_version=-1,
+        known_incarnation=result.incarnation,
+        hold=3.0,
+    )
+    assert again.incarnation == result.incarnation and again.commands == []
+    assert rclient.exists(f"{namespace}:commands:a") == 0

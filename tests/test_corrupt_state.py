@@ -387,6 +387,7 @@ def _corrupt_postgres(raw: psycopg.Connection[Any], ns: str, schema: str) -> Non
     )
 
 
+@pytest.mark.backends("sqlite", "postgresql")
 def test_a_group_with_every_key_corrupted_stays_up_runs_nothing_and_repair_restores_it(
     backend_kind: str,
     namespace: str,
@@ -416,12 +417,7 @@ def test_a_group_with_every_key_corrupted_stays_up_runs_nothing_and_repair_resto
     )
 
     corrupted_at = time.time()
-    if backend_kind == "redis":
-        _corrupt_redis(raw, namespace)
-    elif backend_kind == "sqlite":
-        _corrupt_sqlite(raw, namespace)
-    else:
-        _corrupt_postgres(raw, namespace, request.getfixturevalue("postgres_schema"))
+    _corrupt_all(backend_kind, raw, namespace, request)
 
     time.sleep(EXPIRY + 1.5)
     quiet_since = time.time()
@@ -502,6 +498,59 @@ def test_a_negative_count_written_by_hand_is_ignored_and_logged_once(
     ]
     assert any(logged) and all(len(lines) <= 1 for lines in logged), logged
     assert all(SCALE in line for lines in logged for line in lines)
+
+
+@pytest.mark.backends("redis")
+def test_a_redis_group_with_every_key_corrupted_discards_it_and_heals_itself(
+    namespace: str, raw: redis.Redis, group_config, spawn, iteration_log
+) -> None:
+    """Given two processes running job q at a runtime count of 3 and job r paused, when every
+    key of the group's derived state (membership, versions, assignment) is overwritten with
+    garbage or another type, then the next heartbeat discards it and begins a new incarnation:
+    every process logs which keys it discarded, stops its slots, and no slot runs again for
+    process_expiry + takeover_grace; then every slot runs again with the count and the pause
+    as they were, no slot ever ran twice at once, and `status` names only the unreadable
+    count, which `repair --yes` removes."""
+    config = group_config({"q": {**JOB, "workers": 4}, "r": {**JOB, "workers": 1}})
+    a = spawn(config, "a")
+    b = spawn(config, "b")
+    assert pb("scale", "-c", str(config), "q", "3").returncode == 0
+    assert pb("pause", "-c", str(config), "r").returncode == 0
+    wait_until(
+        lambda: (
+            set().union(*running_by_pid(iteration_log, time.time() - 0.6).values()) == {0, 1, 2}
+            and len(running_by_pid(iteration_log, time.time() - 0.6)) == 2
+        ),
+        20,
+        message="q's 3 slots on both processes",
+    )
+    _corrupt_redis(raw, namespace)
+    corrupted_at = time.time()
+
+    def all_back() -> bool:
+        recent = running_by_pid(iteration_log, time.time() - 0.6)
+        return bool(recent) and set().union(*recent.values()) == {0, 1, 2}
+
+    # The hold: process_expiry (3 s) + takeover_grace (1 s), after a heartbeat (1 s) notices.
+    wait_until(lambda: not all_back(), 5, message="the slots stop for the new incarnation")
+    wait_until(all_back, 15, message="q's 3 slots running again by themselves")
+    healed_at = time.time()
+    assert healed_at - corrupted_at < 3.0 + 1.0 + 1.0 + 5.0
+    for proc in (a, b):
+        assert proc.popen.poll() is None, proc.log()[-3000:]
+        assert "Traceback" not in proc.log(), proc.log()[-3000:]
+    logged = a.log() + b.log()
+    assert "unreadable group state was discarded" in logged, logged[-3000:]
+    assert f"{namespace}:members held a string" in logged
+    assert not iteration_log.overlaps()
+    assert running_by_pid(iteration_log, corrupted_at, job="r") == {}
+
+    status = json.loads(pb("status", "--json", "-c", str(config)).stdout)
+    assert [p["where"] for p in status["problems"]] == [f"{namespace}:counts[z]"], status
+    assert status["jobs"]["q"]["scheduled"] == 3
+    assert status["jobs"]["r"]["paused"] and status["jobs"]["r"]["resume_to"] == 1
+    assert pb("repair", "--yes", "-c", str(config)).returncode == 0
+    assert json.loads(pb("status", "--json", "-c", str(config)).stdout)["problems"] == []
 
 
 # -- repair on each backend ----------------------------------------------------------------------

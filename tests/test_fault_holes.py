@@ -154,6 +154,9 @@ def test_a_process_past_its_shutdown_timeout_does_not_leave_while_a_record_runs(
             20,
             message="a running its slot",
         )
+        # "running" is set once the slot's worker starts; its 6 s record begins a moment later
+        # (lock, lock_records), and the stop must come while that record runs.
+        time.sleep(1.5)
         a.send(signal.SIGTERM)
         assert a.wait(10) == 0
         exited_at = time.time()

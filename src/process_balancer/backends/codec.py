@@ -215,20 +215,27 @@ def _version(entry: tuple[str, Any], part: str, problems: list[Problem]) -> int:
     return value
 
 
+_SOFT_KEYS = ("counts", "paused", "assignment", "unplaced")
+
+
 def decode_group(raw: RawGroup, *, lenient: bool) -> Decoded:
     """The snapshot in ``raw``.
 
-    Strict (``lenient=False``, for balancing): an unreadable key type, version, traits or info
-    raises CorruptStateError naming every such value and ``process-balancer repair``. Counts,
-    pauses, deadlines, the previous assignment and unplaced slots that cannot be read are left
-    out and logged once: the balancer works without them and rewrites what it can. A job
-    whose count cannot be read while it is paused stays at 0.
+    Strict (``lenient=False``, for balancing): a membership or version key of another type, or
+    an unreadable version, traits or info raises CorruptStateError naming every such value and
+    ``process-balancer repair``. Counts, pauses, deadlines, the previous assignment and
+    unplaced slots that cannot be read (a key of another type included) are left out and
+    logged once: the balancer works without them and rewrites what it can. A job whose count
+    cannot be read while it is paused stays at 0.
 
     Lenient (for ``status`` and ``repair``): nothing raises; every unreadable value is left out
     and returned as a problem.
     """
-    hard: list[Problem] = list(raw.problems)
-    soft: list[Problem] = []
+    # A counts or paused key of another type: each job runs its config count (a paused one,
+    # whose count of 0 is then unknown too, included) until one is set again; assignment and
+    # unplaced slots are computed afresh.
+    hard = [p for p in raw.problems if p.part not in _SOFT_KEYS]
+    soft = [p for p in raw.problems if p.part in _SOFT_KEYS]
     version = _version(raw.version, "version", hard)
     assignment_version = _version(raw.assignment_version, "assignment_version", hard)
     members: list[MemberState] = []

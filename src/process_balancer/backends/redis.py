@@ -149,8 +149,9 @@ class RedisBackend(Backend):
     def _fix(self, kind: str) -> str:
         if kind in ("lock", "fence"):
             return (
-                "worker locks and fencing counters are never rewritten: delete that key if "
-                "nothing else uses it"
+                "nothing to do: the runner lets an unreadable worker lock expire within the "
+                "job's runtime_lock_timeout + takeover_grace and replaces an unreadable "
+                "fencing counter"
             )
         if kind in ("counts", "paused"):
             return (
@@ -234,15 +235,6 @@ class RedisBackend(Backend):
                 known_version,
             ],
         )
-        if isinstance(reply, list) and reply and reply[0] == -1:
-            # The script found a version key it cannot read before writing anything.
-            problems = self.diagnose(keys)
-            if problems:
-                raise corrupt(problems)
-            raise CorruptStateError(
-                f"{reply[1]} holds {shown(reply[2] if len(reply) > 2 else None)}, expected an "
-                f"integer; {REPAIR_HINT}"
-            )
         # A value the script cannot read may also make its reply end early (Lua drops what
         # follows a nil): the reply is checked before any of it is used.
         if not isinstance(reply, list) or len(reply) < _HEARTBEAT_FIELDS:
@@ -610,11 +602,13 @@ class RedisBackend(Backend):
             [token, holder, max(1, int((ttl + grace) * 1000)), max(0, int(grace * 1000))],
         )
         status = int(result[0])
-        if status == -1:
-            raise CorruptStateError(
-                f"{result[1]} holds {result[2]!r}, which is not a process-balancer lock; "
-                "delete that key if nothing else uses it"
+        if status == 5:
+            _report_once(
+                f"{result[1]} holds {shown(result[2])}, which is not a process-balancer lock; "
+                "the slot is free when that key expires, within the lock's ttl and "
+                "takeover_grace (its holder, if any, cannot renew it and stops by then)"
             )
+            return None
         if status in (0, 3, 4):
             return None
         if status == 2:

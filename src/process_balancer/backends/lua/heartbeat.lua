@@ -10,7 +10,7 @@
 -- Returns {joined, changed, version, assignment version, slots or false, commands,
 --          ms to the soonest other deadline or -1, incarnation id, server time ms,
 --          grants_at ms, why a new incarnation began ('' if none)}
--- or {-1, key, value} when a key holds something this script cannot read.
+-- Keys holding something this script cannot read are discarded (see below).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local identity = ARGV[1]
@@ -18,14 +18,36 @@ local hold = tonumber(ARGV[8])
 local known = ARGV[9]
 local changed = 0
 
+-- Group state this script cannot read (a key of another type, a version that is not an
+-- integer: a bad restore, a foreign tool) is derived state: it is discarded and rebuilt, as
+-- after a backend that forgot the group, so a new incarnation begins with the hold below.
+-- The caller's command list is discarded alone. Counts, pauses and locks are not touched.
+local expected = {'zset', 'hash', 'hash', 'string', 'string', 'hash', 'list', 'hash', 'zset'}
+local discarded = {}
+for i = 1, 9 do
+  local found = redis.call('TYPE', KEYS[i])['ok']
+  local bad = found ~= 'none' and found ~= expected[i]
+  local what = 'a ' .. found
+  if not bad and found == 'string' then
+    local value = redis.call('GET', KEYS[i])
+    bad = not string.match(value, '^%-?%d+$') or #value > 17
+    what = string.format('%q', string.sub(value, 1, 40))
+  end
+  if bad then
+    redis.call('DEL', KEYS[i])
+    if i ~= 7 then
+      discarded[#discarded + 1] = KEYS[i] .. ' held ' .. what
+    end
+  end
+end
+
 local raw_version = redis.call('GET', KEYS[4])
 local stored_version = tonumber(raw_version or '0')
-if stored_version == nil then
-  return {-1, KEYS[4], raw_version}
-end
 local raw_av = redis.call('GET', KEYS[5]) or '0'
-if tonumber(raw_av) == nil then
-  return {-1, KEYS[5], raw_av}
+if #discarded > 0 then
+  -- Past every version a process may have seen, so none mistakes new state for old.
+  stored_version = math.max(stored_version, now, tonumber(ARGV[10]) or 0)
+  redis.call('SET', KEYS[4], string.format('%d', stored_version))
 end
 
 -- The group's incarnation. A new one begins when this server has never seen the group (or
@@ -39,7 +61,9 @@ local run_id = string.match(server, 'run_id:(%w+)') or '?'
 local uptime_ms = (tonumber(string.match(server, 'uptime_in_seconds:(%d+)')) or 0) * 1000
 local inc = redis.call('HMGET', KEYS[8], 'id', 'server', 'grants_at')
 local why = ''
-if not inc[1] then
+if #discarded > 0 then
+  why = 'unreadable group state was discarded: ' .. table.concat(discarded, ', ')
+elseif not inc[1] then
   if known ~= '' then
     why = 'the backend no longer has the group state'
   elseif uptime_ms < hold then

@@ -11,10 +11,48 @@
 -- Returns {1, fence} taken, {2, fence, previous holder} taken over from an expired holder,
 -- {0} held by a live member, {3} the group has no incarnation yet (no heartbeat reached this
 -- server since it lost the group's state), {4, ms} no lock is granted for that long after a
--- new incarnation, {-1, key, value} a key holds something that is not a process-balancer value.
+-- new incarnation, {5, key, value, ms} the lock key holds something this program never wrote
+-- (the slot is free when it expires, in ms).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local grace = tonumber(ARGV[4])
+local lock_type = redis.call('TYPE', KEYS[1])['ok']
+local current = false
+if lock_type == 'string' then
+  current = redis.call('GET', KEYS[1])
+end
+local holder = nil
+local lock_inc = nil
+local legacy = false
+if current then
+  lock_inc, holder = string.match(current, '^%S+ %d+ (%S+) (%S+)$')
+  if holder == nil then
+    -- written by an earlier version: token, fence, holder
+    holder = string.match(current, '^%S+ %d+ (%S+)$')
+    legacy = true
+  end
+end
+if lock_type ~= 'none' and holder == nil then
+  -- Not a lock this program wrote (a bad restore, a foreign tool). Whoever held the slot
+  -- cannot renew through it and stops within the lock's ttl: the slot is free once the key
+  -- expires, at the latest the key ttl after it was first seen here (checked first, so that
+  -- this wait runs alongside the one for a new incarnation below).
+  local left = redis.call('PTTL', KEYS[1])
+  if left < 0 or left > tonumber(ARGV[3]) then
+    redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+    left = tonumber(ARGV[3])
+  end
+  return {5, KEYS[1], current or ('a ' .. lock_type), left}
+end
+-- Group keys of another type are discarded by the next heartbeat; until then nothing is
+-- granted.
+local types = {'zset', 'hash', 'zset'}
+for i = 3, 5 do
+  local found = redis.call('TYPE', KEYS[i])['ok']
+  if found ~= 'none' and found ~= types[i - 2] then
+    return {3}
+  end
+end
 local inc = redis.call('HMGET', KEYS[4], 'id', 'grants_at')
 if not inc[1] then
   return {3}
@@ -23,18 +61,11 @@ local grants_at = tonumber(inc[2] or '0') or 0
 if now < grants_at + grace then
   return {4, grants_at + grace - now}
 end
-local current = redis.call('GET', KEYS[1])
+if legacy then
+  lock_inc = inc[1]
+end
 local previous = false
 if current then
-  local lock_inc, holder = string.match(current, '^%S+ %d+ (%S+) (%S+)$')
-  if holder == nil then
-    -- written by an earlier version: token, fence, holder
-    holder = string.match(current, '^%S+ %d+ (%S+)$')
-    lock_inc = inc[1]
-  end
-  if holder == nil then
-    return {-1, KEYS[1], current}
-  end
   if holder ~= ARGV[2] and lock_inc == inc[1] then
     local deadline = redis.call('ZSCORE', KEYS[3], holder) or redis.call('ZSCORE', KEYS[5], holder)
     if deadline and tonumber(deadline) + grace > now then
@@ -43,10 +74,15 @@ if current then
     previous = holder
   end
 end
-local raw_fence = redis.call('GET', KEYS[2])
-local stored = tonumber(raw_fence or '0')
-if stored == nil then
-  return {-1, KEYS[2], raw_fence}
+-- A counter that is not a number (a bad restore, a foreign tool) counts as 0: the server
+-- clock still puts the token past every earlier one, as after a restart that lost it.
+-- Only a whole number a double holds exactly (below 2^53) is continued.
+local stored = 0
+if redis.call('TYPE', KEYS[2])['ok'] == 'string' then
+  local raw = redis.call('GET', KEYS[2])
+  if string.match(raw, '^%d+$') and #raw <= 16 and tonumber(raw) < 9007199254740992 then
+    stored = tonumber(raw)
+  end
 end
 local fence = math.max(stored + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
 local fence_text = string.format('%.0f', fence)

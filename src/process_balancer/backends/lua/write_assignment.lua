@@ -2,11 +2,13 @@
 -- no assignment for that version was stored yet (compare-and-set: one assignment per version).
 -- KEYS: version, assignment_version, assignment (hash), unplaced
 -- ARGV: version, channel, unplaced json, then identity, slots json pairs
--- Returns 1 stored, 0 not current (nothing written), or {-1, "<key> <type>"...} when a key
--- holds another type than it must (nothing written).
-local expected = {'string', 'string', 'hash', 'string'}
+-- Returns 1 stored, 0 not current (nothing written), or {-1, "<key> <type>"...} when a version
+-- key holds another type than it must (nothing written). The assignment and unplaced keys
+-- are replaced whatever they held.
+local expected = {'string', 'string'}
 local wrong = {}
-for i, key in ipairs(KEYS) do
+for i = 1, 2 do
+  local key = KEYS[i]
   local found = redis.call('TYPE', key)['ok']
   if found ~= 'none' and found ~= expected[i] then
     wrong[#wrong + 1] = key .. ' ' .. found
