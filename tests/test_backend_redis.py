@@ -200,7 +200,7 @@ def test_a_heartbeat_discards_unreadable_group_state_and_begins_a_new_incarnatio
     )
     assert result.incarnation != first.incarnation
     assert "unreadable group state was discarded" in result.new_incarnation
-    for held in ("members held a string", "version held \"garbage\"", "assignment held a list"):
+    for held in ("members held a string", 'version held "garbage"', "assignment held a list"):
         assert f"{namespace}:{held}" in result.new_incarnation, result.new_incarnation
     assert result.version > max(10**9, int(started * 1000) - 1)
     grants_at = float(rclient.hget(f"{namespace}:incarnation", "grants_at"))
