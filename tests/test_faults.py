@@ -169,6 +169,17 @@ def test_a_huge_count_written_behind_the_checks(
     assert_invariants(run("huge-count", setup_for(backend_kind), timings))
 
 
+@pytest.mark.backends("redis")
+@pytest.mark.parametrize("scenario", ["skew-ahead", "skew-behind"])
+def test_a_runner_with_its_wall_clock_20s_off_takes_over_as_fast(
+    backend_kind: str, setup_for: Callable[..., Setup], scenario: str
+) -> None:
+    """Deadlines, leases and tokens come from the backend's clock and each process's
+    monotonic clock, never its wall clock: a runner 20 s ahead or behind takes its share of
+    a killed runner's slots within the kill's bound and overlaps nobody."""
+    assert_invariants(run(scenario, setup_for(backend_kind), FAST), takeover=True)
+
+
 def test_kill_loop(backend_kind: str, setup_for: Callable[..., Setup]) -> None:
     assert_invariants(run("kill-loop", setup_for(backend_kind), FAST), takeover=True)
 

@@ -23,6 +23,7 @@ and balanced again, then stops every runner with SIGTERM and reads the iteration
 from __future__ import annotations
 
 import contextlib
+import datetime
 import random
 import signal
 import time
@@ -33,7 +34,7 @@ from typing import Any
 
 from .harness import IterationLog, Process, wait_until, write_config
 from .proxy import Proxy
-from .servers import RedisServer
+from .servers import RedisServer, clockshift_library
 
 JOB_ID = "q"
 SLOTS = 6
@@ -133,8 +134,10 @@ class Runner:
 class Group:
     """Runners of one FencedJob with six slots, each behind a proxy of its own."""
 
-    def __init__(self, setup: Setup, *, lock_ttl: float) -> None:
+    def __init__(self, setup: Setup, *, lock_ttl: float, skew: float = 0.0) -> None:
         self.setup = setup
+        #: seconds the first runner's wall clock is off (0: none is)
+        self.skew = skew
         self.log = IterationLog(setup.workdir / "iterations.jsonl")
         self.lock_ttl = lock_ttl
         self.runners: list[Runner] = []
@@ -171,7 +174,12 @@ class Group:
             parts = urlsplit(url)
             proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 0)
             url = proxy.url(url)
-        process = Process(self._config(name, url), self.setup.workdir, name)
+        env = None
+        if self.skew and self._count == 1:
+            offset = self.setup.workdir / f"{name}.clock"
+            offset.write_text(f"{self.skew:+g}")
+            env = {"LD_PRELOAD": str(clockshift_library()), "PB_CLOCK_OFFSET_FILE": str(offset)}
+        process = Process(self._config(name, url), self.setup.workdir, name, env=env)
         runner = Runner(name, process, proxy)
         self.runners.append(runner)
         return runner
@@ -232,6 +240,24 @@ def sigstop_runner(group: Group, setup: Setup, t: Timings) -> Fault:
     finally:
         victim.process.send(signal.SIGCONT)
     return Fault(started, time.time(), frozenset({victim.pid}))
+
+
+def kill_beside_a_skewed_clock(group: Group, setup: Setup, t: Timings) -> Fault:
+    """kill -9 of a runner while the first one's wall clock is off by the scenario's
+    ``SKEWS`` seconds (from its start): the skewed runner must take its share of the slots
+    over as fast as without skew, and run them without overlapping anyone."""
+    skewed, victim = group.runners[0], group.runners[1]
+
+    def first_stamp(runner: Runner) -> float:
+        line = runner.process.log()[:23]
+        return datetime.datetime.strptime(line, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+    # Both started within a moment of each other: their first log lines are skew apart.
+    if abs(first_stamp(skewed) - first_stamp(victim) - group.skew) > 3.0:
+        raise AssertionError(f"runner {skewed.name}'s clock is not {group.skew:+g}s off")
+    started = time.time()
+    group.kill(victim)
+    return Fault(started, started, frozenset({victim.pid}))
 
 
 def redis_restart_empty(group: Group, setup: Setup, t: Timings) -> Fault:
@@ -355,6 +381,16 @@ SCENARIOS: dict[str, tuple[Callable[[Group, Setup, Timings], Fault], set[str], s
     "clock": (clock_step, {"redis"}, "the Redis server's clock steps forward"),
     "garbage": (garbage_everywhere, {"redis"}, "garbage written to every key of the group"),
     "huge-count": (huge_count, {"redis"}, "a worker count of 10**15 written behind the checks"),
+    "skew-ahead": (
+        kill_beside_a_skewed_clock,
+        {"redis", "postgresql", "sqlite"},
+        "kill -9 of a runner while another runner's wall clock is 20 s ahead",
+    ),
+    "skew-behind": (
+        kill_beside_a_skewed_clock,
+        {"redis", "postgresql", "sqlite"},
+        "kill -9 of a runner while another runner's wall clock is 20 s behind",
+    ),
     "kill-loop": (
         kill_loop,
         {"redis", "postgresql", "sqlite"},
@@ -362,7 +398,9 @@ SCENARIOS: dict[str, tuple[Callable[[Group, Setup, Timings], Fault], set[str], s
     ),
 }
 #: Scenarios with a faulted runner whose slots must move while the fault lasts.
-TAKEOVER = {"kill", "sigstop", "cut", "blackhole", "kill-loop"}
+TAKEOVER = {"kill", "sigstop", "cut", "blackhole", "kill-loop", "skew-ahead", "skew-behind"}
+#: Seconds the first runner's wall clock is off in a scenario (from its start).
+SKEWS = {"skew-ahead": 20.0, "skew-behind": -20.0}
 
 
 def scenario_ttl(name: str, t: Timings) -> float:
@@ -375,7 +413,7 @@ def run(name: str, setup: Setup, t: Timings) -> Figures:
     if setup.kind not in kinds:
         raise ValueError(f"scenario {name!r} does not apply to the {setup.kind} backend")
     figures = Figures(name, setup.kind)
-    group = Group(setup, lock_ttl=scenario_ttl(name, t))
+    group = Group(setup, lock_ttl=scenario_ttl(name, t), skew=SKEWS.get(name, 0.0))
     try:
         for _ in range(RUNNERS):
             group.start()

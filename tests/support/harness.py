@@ -44,11 +44,16 @@ class Process:
     """One ``process-balancer run`` child process with its log file."""
 
     def __init__(
-        self, config: Path, log_dir: Path, name: str, extra_args: tuple[str, ...] = ()
+        self,
+        config: Path,
+        log_dir: Path,
+        name: str,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
-        env = dict(os.environ)
+        env = {**os.environ, **(env or {})}
         env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")])
         env["PYTHONUNBUFFERED"] = "1"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
