@@ -242,22 +242,28 @@ def sigstop_runner(group: Group, setup: Setup, t: Timings) -> Fault:
     return Fault(started, time.time(), frozenset({victim.pid}))
 
 
-def kill_beside_a_skewed_clock(group: Group, setup: Setup, t: Timings) -> Fault:
-    """kill -9 of a runner while the first one's wall clock is off by the scenario's
-    ``SKEWS`` seconds (from its start): the skewed runner must take its share of the slots
-    over as fast as without skew, and run them without overlapping anyone."""
-    skewed, victim = group.runners[0], group.runners[1]
+def _kill_with_a_skewed_clock(victim_index: int) -> Callable[[Group, Setup, Timings], Fault]:
+    """kill -9 of runner ``victim_index`` while the first runner's wall clock is off by the
+    scenario's ``SKEWS`` seconds (from its start). Killing another runner: the skewed one must
+    take its share of the slots over as fast as without skew, overlapping nobody. Killing the
+    skewed one: its slots must move as fast as any dead runner's."""
 
-    def first_stamp(runner: Runner) -> float:
-        line = runner.process.log()[:23]
-        return datetime.datetime.strptime(line, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    def kill(group: Group, setup: Setup, t: Timings) -> Fault:
+        skewed, other = group.runners[0], group.runners[1]
 
-    # Both started within a moment of each other: their first log lines are skew apart.
-    if abs(first_stamp(skewed) - first_stamp(victim) - group.skew) > 3.0:
-        raise AssertionError(f"runner {skewed.name}'s clock is not {group.skew:+g}s off")
-    started = time.time()
-    group.kill(victim)
-    return Fault(started, started, frozenset({victim.pid}))
+        def first_stamp(runner: Runner) -> float:
+            line = runner.process.log()[:23]
+            return datetime.datetime.strptime(line, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+        # Both started within a moment of each other: their first log lines are skew apart.
+        if abs(first_stamp(skewed) - first_stamp(other) - group.skew) > 3.0:
+            raise AssertionError(f"runner {skewed.name}'s clock is not {group.skew:+g}s off")
+        victim = group.runners[victim_index]
+        started = time.time()
+        group.kill(victim)
+        return Fault(started, started, frozenset({victim.pid}))
+
+    return kill
 
 
 def redis_restart_empty(group: Group, setup: Setup, t: Timings) -> Fault:
@@ -382,14 +388,24 @@ SCENARIOS: dict[str, tuple[Callable[[Group, Setup, Timings], Fault], set[str], s
     "garbage": (garbage_everywhere, {"redis"}, "garbage written to every key of the group"),
     "huge-count": (huge_count, {"redis"}, "a worker count of 10**15 written behind the checks"),
     "skew-ahead": (
-        kill_beside_a_skewed_clock,
+        _kill_with_a_skewed_clock(1),
         {"redis", "postgresql"},  # SQLite's processes share one host, so one clock
-        "kill -9 of a runner while another runner's wall clock is 20 s ahead",
+        "kill -9 of a runner while another runner's wall clock is 20 s ahead of the others'",
+    ),
+    "skew-ahead-dies": (
+        _kill_with_a_skewed_clock(0),
+        {"redis", "postgresql"},
+        "kill -9 of the runner whose wall clock is 20 s ahead of the others'",
     ),
     "skew-behind": (
-        kill_beside_a_skewed_clock,
+        _kill_with_a_skewed_clock(1),
         {"redis", "postgresql"},  # SQLite's processes share one host, so one clock
-        "kill -9 of a runner while another runner's wall clock is 20 s behind",
+        "kill -9 of a runner while another runner's wall clock is 20 s behind the others'",
+    ),
+    "skew-behind-dies": (
+        _kill_with_a_skewed_clock(0),
+        {"redis", "postgresql"},
+        "kill -9 of the runner whose wall clock is 20 s behind the others'",
     ),
     "kill-loop": (
         kill_loop,
@@ -398,9 +414,14 @@ SCENARIOS: dict[str, tuple[Callable[[Group, Setup, Timings], Fault], set[str], s
     ),
 }
 #: Scenarios with a faulted runner whose slots must move while the fault lasts.
-TAKEOVER = {"kill", "sigstop", "cut", "blackhole", "kill-loop", "skew-ahead", "skew-behind"}
 #: Seconds the first runner's wall clock is off in a scenario (from its start).
-SKEWS = {"skew-ahead": 20.0, "skew-behind": -20.0}
+SKEWS = {
+    "skew-ahead": 20.0,
+    "skew-behind": -20.0,
+    "skew-ahead-dies": 20.0,
+    "skew-behind-dies": -20.0,
+}
+TAKEOVER = {"kill", "sigstop", "cut", "blackhole", "kill-loop", *SKEWS}
 
 
 def scenario_ttl(name: str, t: Timings) -> float:
