@@ -18,8 +18,8 @@ import statistics
 import time
 from collections.abc import Callable
 
-from process_balancer.assignment import Member, assign
-from process_balancer.defaults import MAX_WORKERS, MAX_WORKERS_HARD_LIMIT
+from process_balancer.balancing.assign import Member, assign
+from process_balancer.config.defaults import MAX_WORKERS, MAX_WORKERS_HARD_LIMIT
 
 
 def median_ms(run: Callable[[], object], repeat: int) -> float:

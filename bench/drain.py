@@ -49,8 +49,8 @@ sys.path.insert(0, str(EXAMPLE))
 import fill  # noqa: E402 - the example's fill.py
 import jobs  # noqa: E402 - the example's jobs.py: the SQL both sides run
 
-from process_balancer.api import Client  # noqa: E402
-from process_balancer.config import settings_from  # noqa: E402
+from process_balancer.client.api import Client  # noqa: E402
+from process_balancer.config.schema import settings_from  # noqa: E402
 
 PROCESSES = 2
 WORKERS_PER_PROCESS = 2

@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 import redis
 
-from process_balancer.backends.redis import RedisBackend
-from process_balancer.balancer import rebalance
+from process_balancer.backends.redis.backend import RedisBackend
+from process_balancer.balancing.rebalance import rebalance
 
 TRAITS = {
     "capacity": 10,

@@ -44,8 +44,8 @@ from typing import Any
 import redis
 import yaml
 
-from process_balancer import defaults
 from process_balancer.backends import open_backend, redact_url
+from process_balancer.config import defaults
 
 BENCH_DIR = Path(__file__).resolve().parent
 JOB_ID = "bench"

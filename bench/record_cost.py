@@ -31,11 +31,11 @@ from typing import Any
 import redis
 
 import process_balancer
-from process_balancer.backends.redis import RedisBackend
-from process_balancer.leases import Lease, LeaseKeeper, Membership
+from process_balancer.backends.redis.backend import RedisBackend
 from process_balancer.locks import LockContext, SimpleRedisLock
-from process_balancer.notify import Notifier
-from process_balancer.worker import Worker, WorkerSpec
+from process_balancer.runtime.leases import Lease, LeaseKeeper, Membership
+from process_balancer.runtime.wakeups import Notifier
+from process_balancer.runtime.workers.thread import Worker, WorkerSpec
 
 #: Records per second per worker the DESIGN reports for the Ruby original (about 0.5 ms each).
 ORIGINAL_PUBLISHED = 2_100.0

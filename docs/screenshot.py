@@ -24,7 +24,7 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 import process_balancer
-from process_balancer.config import load_config
+from process_balancer.config.schema import load_config
 from process_balancer.web import BackgroundServer, create_app
 
 HERE = Path(__file__).resolve().parent

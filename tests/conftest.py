@@ -209,7 +209,7 @@ def _wait_for_sqlite_file(config: Path, proc: Process, timeout: float = 15.0) ->
 
     import yaml
 
-    from process_balancer.backends.sqlite_connection import sqlite_path
+    from process_balancer.backends.sqlite.connection import sqlite_path
     from support.harness import TESTS_DIR
 
     backend = ((yaml.safe_load(config.read_text()) or {}).get("global") or {}).get("backend")

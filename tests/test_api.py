@@ -116,7 +116,7 @@ def test_a_change_past_the_ceiling_is_refused_by_the_backend(configured) -> None
 
 def test_pause_and_resume_pass_the_ceiling(configured, redis_url: str, namespace: str) -> None:
     wider = process_balancer.Client(
-        process_balancer.config.settings_from(
+        process_balancer.config.schema.settings_from(
             backend=redis_url, namespace=namespace, max_workers=100
         )
     )

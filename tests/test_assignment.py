@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from process_balancer.assignment import Assignment, Member, assign, moves
+from process_balancer.balancing.assign import Assignment, Member, assign, moves
 
 JOBS = ("alpha", "beta", "gamma")
 PROPERTY_SETTINGS = settings(

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from process_balancer.backends import Backend, HeartbeatResult, open_backend
-from process_balancer.defaults import MAX_WORKERS
-from process_balancer.defaults import MAX_WORKERS_HARD_LIMIT as HARD_LIMIT
+from process_balancer.config.defaults import MAX_WORKERS
+from process_balancer.config.defaults import MAX_WORKERS_HARD_LIMIT as HARD_LIMIT
 
 TRAITS = {"capacity": 4, "active": True, "jobs": ["j"], "defaults": {"j": 2}, "started_at": 1.0}
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from process_balancer.backends import CorruptStateError
-from process_balancer.backends.redis import RedisBackend
+from process_balancer.backends.redis.backend import RedisBackend
 
 TRAITS = {"capacity": 4, "active": True, "jobs": ["j"], "defaults": {"j": 2}, "started_at": 1.0}
 

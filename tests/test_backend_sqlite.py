@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from process_balancer.backends import Backend, CorruptStateError, open_backend
-from process_balancer.backends.sqlite import SQLiteBackend
-from process_balancer.backends.sqlite_connection import EVENTS_KEPT, sqlite_path
+from process_balancer.backends.sqlite.backend import SQLiteBackend
+from process_balancer.backends.sqlite.connection import EVENTS_KEPT, sqlite_path
 from support.cli import free_port
 from support.harness import TESTS_DIR, IterationLog, wait_until, write_config
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from process_balancer import defaults
-from process_balancer.config import (
+from process_balancer.config import defaults
+from process_balancer.config.schema import (
     BACKEND_SCHEMES,
     ConfigError,
     JobConfig,
@@ -520,7 +520,7 @@ def test_jobs_keep_the_file_order(write: Callable[..., Path]) -> None:
 def test_a_job_key_close_to_a_runner_key_logs_a_warning(
     write: Callable[..., Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="process_balancer.config"):
+    with caplog.at_level(logging.WARNING, logger="process_balancer.config.schema"):
         job = load(write("jobs:\n  q:\n    class: m:C\n    worker: 4\n")).jobs["q"]
     assert job.workers is None and job.options["worker"] == 4
     assert "jobs.q.worker is passed to the job as its own option; did you mean 'workers'?" in (
@@ -625,7 +625,7 @@ def test_max_workers_at_the_hard_limit_is_accepted(write: Callable[..., Path]) -
 def test_max_workers_is_not_passed_on_as_an_unknown_job_option(
     write: Callable[..., Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="process_balancer.config"):
+    with caplog.at_level(logging.WARNING, logger="process_balancer.config.schema"):
         load(write("jobs:\n  q: {class: m:C, max_workers: 3}\n"))
     assert caplog.text == ""
 

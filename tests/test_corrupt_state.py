@@ -29,9 +29,9 @@ from process_balancer.backends import (
     MemberState,
     open_backend,
 )
-from process_balancer.backends.sqlite_connection import sqlite_path
-from process_balancer.balancer import compute, effective_counts, rebalance
-from process_balancer.defaults import MAX_WORKERS_HARD_LIMIT
+from process_balancer.backends.sqlite.connection import sqlite_path
+from process_balancer.balancing.rebalance import compute, effective_counts, rebalance
+from process_balancer.config.defaults import MAX_WORKERS_HARD_LIMIT
 from support.cli import pb
 from support.harness import running_by_pid, settled, wait_until
 

@@ -29,7 +29,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from process_balancer import Client
-from process_balancer.config import settings_from
+from process_balancer.config.schema import settings_from
 from support.harness import Process, wait_until, write_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "queue"

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from process_balancer.config import load_config, resolve_job_classes
-from process_balancer.loader import add_cwd_to_path
+from process_balancer.config.loader import add_cwd_to_path
+from process_balancer.config.schema import load_config, resolve_job_classes
 from support.harness import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

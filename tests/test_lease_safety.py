@@ -11,12 +11,12 @@ from collections.abc import Iterator
 import pytest
 
 from process_balancer.backends import BackendError
-from process_balancer.backends.redis import RedisBackend
-from process_balancer.clock_watch import ServerClockWatch
-from process_balancer.config import settings_from
-from process_balancer.leases import Lease, LeaseKeeper, Membership
+from process_balancer.backends.redis.backend import RedisBackend
+from process_balancer.config.schema import settings_from
 from process_balancer.locks import LockContext, LockDriver
-from process_balancer.manager import Manager
+from process_balancer.runtime.clock_watch import ServerClockWatch
+from process_balancer.runtime.leases import Lease, LeaseKeeper, Membership
+from process_balancer.runtime.manager import Manager
 
 
 class Quiet(LockDriver):
@@ -134,7 +134,7 @@ def test_a_failed_release_is_retried_in_the_background() -> None:
 
 
 def test_a_late_answer_about_an_old_lease_does_not_cut_the_next_iteration() -> None:
-    from process_balancer.worker import Worker
+    from process_balancer.runtime.workers.thread import Worker
 
     worker = Worker.__new__(Worker)
     worker._cut = False

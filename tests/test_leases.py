@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from process_balancer.leases import LeaseKeeper, Membership
 from process_balancer.locks import LockContext, LockDriver
+from process_balancer.runtime.leases import LeaseKeeper, Membership
 
 
 class CountingLock(LockDriver):

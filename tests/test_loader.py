@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from process_balancer.config import ConfigError
-from process_balancer.loader import add_cwd_to_path, describe_import_error, require
+from process_balancer.config.loader import add_cwd_to_path, describe_import_error, require
+from process_balancer.config.schema import ConfigError
 
 
 @pytest.fixture(autouse=True)

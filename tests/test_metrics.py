@@ -13,9 +13,9 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from process_balancer.backends.redis import RedisBackend
-from process_balancer.config import settings_from
-from process_balancer.manager import Manager
+from process_balancer.backends.redis.backend import RedisBackend
+from process_balancer.config.schema import settings_from
+from process_balancer.runtime.manager import Manager
 from support.cli import free_port
 from support.harness import Process, wait_until, write_config
 

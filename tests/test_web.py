@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from process_balancer import Client
-from process_balancer.config import load_config
+from process_balancer.config.schema import load_config
 from process_balancer.web import BackgroundServer, create_app
 from support.cli import free_port
 from support.harness import TESTS_DIR, wait_until

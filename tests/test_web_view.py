@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from process_balancer.backends import GroupSnapshot, MemberState
-from process_balancer.status import build_status
+from process_balancer.client.status import build_status
 from process_balancer.web.app import render_live
 from process_balancer.web.sampler import Throughput
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 import process_balancer
-from process_balancer.backends.redis import RedisBackend
-from process_balancer.leases import LeaseKeeper, Membership
+from process_balancer.backends.redis.backend import RedisBackend
 from process_balancer.locks import LockContext, SimpleRedisLock
-from process_balancer.notify import Notifier
-from process_balancer.worker import Worker, WorkerSpec
+from process_balancer.runtime.leases import LeaseKeeper, Membership
+from process_balancer.runtime.wakeups import Notifier
+from process_balancer.runtime.workers.thread import Worker, WorkerSpec
 from support.harness import wait_until
 
 IDENTITY = "test-host:1:abc"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .api import (
+from .client.api import (
     Client,
     CommandResult,
     PauseError,

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
-from . import defaults
+from .config import defaults
 
 
 class Base:

@@ -43,7 +43,7 @@ def open_backend(url: str, namespace: str, *, create: bool = True) -> Backend:
     """
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("redis", "rediss", "unix"):
-        from .redis import RedisBackend
+        from .redis.backend import RedisBackend
 
         return RedisBackend(url, namespace)
     if scheme in ("postgresql", "postgres"):
@@ -56,7 +56,7 @@ def open_backend(url: str, namespace: str, *, create: bool = True) -> Backend:
             ) from None
         return PostgresBackend(url, namespace)
     if scheme == "sqlite":
-        from .sqlite import SQLiteBackend
+        from .sqlite.backend import SQLiteBackend
 
         return SQLiteBackend(url, namespace, create=create)
     raise ValueError(

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..defaults import MAX_WORKERS
+from ..config.defaults import MAX_WORKERS
 
 #: Expired members one heartbeat removes at most; the rest go in the following heartbeats, so
 #: one heartbeat never does unbounded work, even after a mass failure. Every backend uses it.

@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..defaults import MAX_WORKERS_HARD_LIMIT
+from ..config.defaults import MAX_WORKERS_HARD_LIMIT
 from .base import (
     REPAIR_HINT,
     SCALE_HINT,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..defaults import MAX_WORKERS_HARD_LIMIT
+from ..config.defaults import MAX_WORKERS_HARD_LIMIT
 from .base import CorruptStateError
 
 __all__ = [

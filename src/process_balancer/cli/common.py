@@ -11,9 +11,9 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from ..api import Client
 from ..backends import BackendError, CorruptStateError, open_backend
-from ..config import ConfigError, Settings, load_config, settings_from
+from ..client.api import Client
+from ..config.schema import ConfigError, Settings, load_config, settings_from
 
 #: The operation could not be done: unreachable backend, refused by the group's state, or a
 #: process that did not acknowledge.

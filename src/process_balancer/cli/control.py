@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..api import Client
+from ..client.api import Client
 from .common import EXIT_FAILED, fail, with_reading_client
 
 _HELP = {

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import click
 
-from ..api import Client
+from ..client.api import Client
 from .common import with_client
 
 

@@ -7,11 +7,11 @@ import sys
 
 import click
 
-from .. import defaults
 from ..backends import BackendError, open_backend
-from ..backends.sqlite import SQLiteBackend, single_host_notice
-from ..config import ConfigError, load_config, resolve_job_classes
-from ..loader import add_cwd_to_path, require
+from ..backends.sqlite.backend import SQLiteBackend, single_host_notice
+from ..config import defaults
+from ..config.loader import add_cwd_to_path, require
+from ..config.schema import ConfigError, load_config, resolve_job_classes
 from .common import config_options, fail
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"
@@ -44,8 +44,8 @@ def run(
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr
     )
-    from ..manager import Manager
-    from ..metrics import MetricsServerError
+    from ..ops.metrics import MetricsServerError
+    from ..runtime.manager import Manager
 
     try:
         add_cwd_to_path()

@@ -7,8 +7,8 @@ import re
 
 import click
 
-from ..api import Client
-from ..defaults import MAX_WORKERS_HARD_LIMIT
+from ..client.api import Client
+from ..config.defaults import MAX_WORKERS_HARD_LIMIT
 from .common import EXIT_FAILED, fail, with_client
 
 FORCE_HELP = "Accept a job id that neither the config nor any live process knows."

@@ -13,9 +13,9 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from ..api import Client
 from ..backends import BackendError
-from ..status import DEFAULT_STUCK_AFTER
+from ..client.api import Client
+from ..client.status import DEFAULT_STUCK_AFTER
 from .common import EXIT_FAILED, fail, with_reading_client
 from .status_table import render
 

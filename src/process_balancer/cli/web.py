@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from ..api import Client
-from ..status import DEFAULT_STUCK_AFTER
+from ..client.api import Client
+from ..client.status import DEFAULT_STUCK_AFTER
 from .common import EXIT_USAGE, fail, with_client
 from .run import LOG_FORMAT
 

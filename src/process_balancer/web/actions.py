@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
-from ..api import Client
-from ..defaults import MAX_WORKERS_HARD_LIMIT
+from ..client.api import Client
+from ..config.defaults import MAX_WORKERS_HARD_LIMIT
 
 __all__ = ["ActionError", "Actions"]
 

@@ -23,9 +23,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..api import Client
 from ..backends import BackendError
-from ..status import DEFAULT_STUCK_AFTER
+from ..client.api import Client
+from ..client.status import DEFAULT_STUCK_AFTER
 from .actions import ActionError, Actions
 from .sampler import Sample, Sampler, Throughput
 from .security import (

@@ -1,6 +1,6 @@
 """PostgreSQL coordination backend: one server-side function call per operation.
 
-The functions in ``backends/sql/schema.sql`` mirror the Redis backend's Lua scripts one for
+The functions in ``backends/postgres/schema.sql`` mirror the Redis backend's Lua scripts one for
 one, so both backends have the same semantics: each operation is one round trip and one
 transaction, made atomic by row locks; time is the database's ``clock_timestamp()``; events
 go out with ``pg_notify`` on the group's channel with the payloads Redis publishes.
@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
-from ...defaults import MAX_WORKERS
+from ...config.defaults import MAX_WORKERS
 from ..base import (
     ACK_TTL_MS,
     COMMAND_TTL_MS,

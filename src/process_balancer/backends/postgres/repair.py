@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from ...defaults import MAX_WORKERS_HARD_LIMIT
+from ...config.defaults import MAX_WORKERS_HARD_LIMIT
 from ..base import RepairReport
 from ..codec import RawGroup, decode_group
 

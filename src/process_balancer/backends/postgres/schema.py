@@ -21,7 +21,7 @@ from .connections import PostgresURL, connect, one_line
 
 logger = logging.getLogger(__name__)
 
-#: Version of the tables and functions in ``backends/sql/schema.sql``. The script runs only
+#: Version of the tables and functions in ``backends/postgres/schema.sql``. The script runs only
 #: when the stored version is older, so any change to it, a function body included, bumps this.
 #: 2: pb_heartbeat locks its own member row before pruning others (no deadlock between two
 #: expired members pruning each other); the group's incarnation, pb_departed, takeover grace
@@ -52,7 +52,7 @@ class MigrateResult:
 
 
 def schema_sql(quoted_schema: str) -> str:
-    text = (resources.files("process_balancer.backends") / "sql" / "schema.sql").read_text()
+    text = (resources.files(__package__) / "schema.sql").read_text()
     return text.replace("{schema}", quoted_schema).replace("{version}", str(SCHEMA_VERSION))
 
 

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import defaults
+from ..config import defaults
 from .leases import LeaseKeeper
-from .notify import Notifier
-from .worker import Worker, WorkerSpec
+from .wakeups import Notifier
+from .workers.thread import Worker, WorkerSpec
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from . import defaults
 from .loader import ConfigError, format_problem, load_job_class, read_config_file
 
 if TYPE_CHECKING:
-    from .job import Base
+    from ..job import Base
 
 __all__ = [
     "BACKEND_SCHEMES",
@@ -193,7 +193,7 @@ def _backend(value: object) -> str:
     if parts.scheme.lower() == "unix" and not parts.path:
         raise _Invalid(f"a unix:// backend URL needs a socket path, got {_redact(value)!r}")
     if parts.scheme.lower() == "sqlite":
-        from .backends.sqlite_connection import sqlite_path
+        from ..backends.sqlite.connection import sqlite_path
 
         try:
             sqlite_path(value)

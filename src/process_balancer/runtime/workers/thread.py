@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .backends.base import BackendError, CorruptStateError
-from .job import Base
-from .leases import Lease, LeaseKeeper
-from .locks.base import LockContext, LockDriver
-from .notify import Notifier
+from ...backends.base import BackendError, CorruptStateError
+from ...job import Base
+from ...locks.base import LockContext, LockDriver
+from ..leases import Lease, LeaseKeeper
+from ..wakeups import Notifier
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .base import Problem
-from .codec import Decoded
+from ..base import Problem
+from ..codec import Decoded
 
 
 @dataclass

@@ -6,8 +6,8 @@ import logging
 import secrets
 import time
 
-from .base import Acquired, CorruptStateError
-from .sqlite_connection import Scope, emit, seconds
+from ..base import Acquired, CorruptStateError
+from .connection import Scope, emit, seconds
 
 logger = logging.getLogger(__name__)
 

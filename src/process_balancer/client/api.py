@@ -10,11 +10,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .backends import Backend, MemberState, open_backend
-from .balancer import config_counts, rebalance
-from .config import Settings, load_config, settings_from
-from .defaults import MAX_WORKERS_HARD_LIMIT
-from .manager import COMMANDS
+from ..backends import Backend, MemberState, open_backend
+from ..balancing.rebalance import config_counts, rebalance
+from ..config.defaults import MAX_WORKERS_HARD_LIMIT
+from ..config.schema import Settings, load_config, settings_from
+from ..runtime.manager import COMMANDS
 from .status import DEFAULT_STUCK_AFTER, read_status
 
 

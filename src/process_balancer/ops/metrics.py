@@ -25,12 +25,12 @@ from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .backends.base import BackendError
+from ..backends.base import BackendError
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-    from .manager import Manager
+    from ..runtime.manager import Manager
 
 __all__ = ["PREFIX", "MetricsServerError", "ProcessMetrics"]
 

@@ -20,15 +20,15 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .base import BackendError
-from .codec import integer
+from ..base import BackendError
+from ..codec import integer
 
 #: Seconds a transaction waits for another process's write to finish before it fails.
 BUSY_TIMEOUT = 5.0
 #: Rows of the events table kept (over all namespaces); listeners read far fewer per poll.
 EVENTS_KEPT = 1000
 
-_SCHEMA = (resources.files(__package__) / "sqlite_schema.sql").read_text()
+_SCHEMA = (resources.files(__package__) / "schema.sql").read_text()
 
 
 def sqlite_path(url: str) -> Path:

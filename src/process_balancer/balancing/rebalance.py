@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from .assignment import Assignment, Member, assign
-from .backends.base import SCALE_HINT, Backend, GroupSnapshot, MemberState
-from .backends.codec import report_once, shown
-from .defaults import MAX_WORKERS_HARD_LIMIT
+from ..backends.base import SCALE_HINT, Backend, GroupSnapshot, MemberState
+from ..backends.codec import report_once, shown
+from ..config.defaults import MAX_WORKERS_HARD_LIMIT
+from .assign import Assignment, Member, assign
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .backends.base import Backend, GroupSnapshot, MemberState, Problem
-from .balancer import config_counts
+from ..backends.base import Backend, GroupSnapshot, MemberState, Problem
+from ..balancing.rebalance import config_counts
 
 __all__ = ["DEFAULT_STUCK_AFTER", "SCHEMA", "build_status", "process_status", "read_status"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from .base import CorruptStateError
-from .counts import (
+from ..base import CorruptStateError
+from ..counts import (
     ABOVE_CEILING,
     BAD_DEFAULT,
     CORRUPT,
@@ -21,7 +21,7 @@ from .counts import (
     outcome,
     parse,
 )
-from .sqlite_connection import Scope
+from .connection import Scope
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from .base import RepairReport
-from .codec import RawGroup, RawMember, decode_group, version_value
-from .sqlite_connection import Scope, emit
+from ..base import RepairReport
+from ..codec import RawGroup, RawMember, decode_group, version_value
+from .connection import Scope, emit
 
 
 def read_group(scope: Scope, conn: sqlite3.Connection) -> RawGroup:

@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..defaults import MAX_WORKERS
-from .base import (
+from ...config.defaults import MAX_WORKERS
+from ..base import (
     PRUNE_BATCH,
     Acquired,
     Backend,
@@ -32,14 +32,14 @@ from .base import (
     Inspection,
     RepairReport,
 )
-from .codec import count_problem, count_value, decode_group, report_once
-from .codec import dumps as _dumps
-from .codec import parse_slots as _parse_slots
-from .sqlite_connection import Database, Scope, emit, missing_file, seconds, sqlite_path
-from .sqlite_counts import CountTable
-from .sqlite_events import listen
-from .sqlite_locks import LockTable
-from .sqlite_repair import read_group, repair
+from ..codec import count_problem, count_value, decode_group, report_once
+from ..codec import dumps as _dumps
+from ..codec import parse_slots as _parse_slots
+from .connection import Database, Scope, emit, missing_file, seconds, sqlite_path
+from .counts import CountTable
+from .events import listen
+from .locks import LockTable
+from .repair import read_group, repair
 
 logger = logging.getLogger(__name__)
 

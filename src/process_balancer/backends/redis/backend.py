@@ -14,8 +14,8 @@ from typing import Any
 
 import redis
 
-from ..defaults import MAX_WORKERS
-from .base import (
+from ...config.defaults import MAX_WORKERS
+from ..base import (
     ACK_TTL_MS,
     COMMAND_TTL_MS,
     PRUNE_BATCH,
@@ -30,14 +30,14 @@ from .base import (
     Problem,
     RepairReport,
 )
-from .codec import RawGroup, RawMember, corrupt, count_problem, count_value, decode_group, shown
-from .codec import dumps as _dumps
-from .codec import integer as _int
-from .codec import parse_slots as _parse_slots
-from .codec import report_once as _report_once
-from .codec import version_value as _version_value
-from .counts import argument, outcome
-from .redis_repair import plan_repair
+from ..codec import RawGroup, RawMember, corrupt, count_problem, count_value, decode_group, shown
+from ..codec import dumps as _dumps
+from ..codec import integer as _int
+from ..codec import parse_slots as _parse_slots
+from ..codec import report_once as _report_once
+from ..codec import version_value as _version_value
+from ..counts import argument, outcome
+from .repair import plan_repair
 
 logger = logging.getLogger(__name__)
 

@@ -15,19 +15,19 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from .backends.base import Backend, BackendError, CorruptStateError
-from .balancer import rebalance
+from ..backends.base import Backend, BackendError, CorruptStateError
+from ..balancing.rebalance import rebalance
+from ..config.schema import JobConfig, Settings
+from ..job import Base
+from ..locks import LockContext, resolve_driver
 from .clock_watch import ServerClockWatch
-from .config import JobConfig, Settings
-from .job import Base
 from .leases import Lease, LeaseKeeper, Membership
-from .locks import LockContext, resolve_driver
-from .notify import Notifier
 from .supervisor import Supervisor
-from .worker import WorkerSpec
+from .wakeups import Notifier
+from .workers.thread import WorkerSpec
 
 if TYPE_CHECKING:
-    from .metrics import ProcessMetrics
+    from ..ops.metrics import ProcessMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class Manager:
         )
         self.metrics: ProcessMetrics | None = None
         if settings.metrics_port is not None:
-            from .metrics import ProcessMetrics
+            from ..ops.metrics import ProcessMetrics
 
             self.metrics = ProcessMetrics(self)
 

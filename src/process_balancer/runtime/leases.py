@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .backends.base import BackendError
-from .locks.base import LockDriver
+from ..backends.base import BackendError
+from ..locks.base import LockDriver
 
 logger = logging.getLogger(__name__)
 

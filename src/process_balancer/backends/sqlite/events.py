@@ -12,8 +12,8 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
-from .base import BackendError
-from .sqlite_connection import Database, connect
+from ..base import BackendError
+from .connection import Database, connect
 
 logger = logging.getLogger(__name__)
 

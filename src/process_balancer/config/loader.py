@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .job import Base
+from ..job import Base
 
 __all__ = [
     "ConfigError",
