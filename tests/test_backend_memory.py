@@ -8,15 +8,18 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
+import process_balancer
 from process_balancer.backends import BackendError, HeartbeatResult, open_backend
 from process_balancer.backends.memory import ManualClock, MemoryBackend, store_name, wipe
 from process_balancer.backends.memory_store import EVENTS_KEPT, discard
-from process_balancer.config import settings_from
+from process_balancer.config import load_config, settings_from
 from process_balancer.manager import Manager
-from support.harness import wait_until
+from support.harness import wait_until, write_config
 
 TRAITS = {"capacity": 4, "active": True, "jobs": ["j"], "defaults": {"j": 2}, "started_at": 1.0}
 
@@ -61,7 +64,7 @@ def test_backends_opened_with_one_name_share_one_group(url: str, backend: Memory
     other = open_backend(url, "ns")
     assert isinstance(other, MemoryBackend) and other.store is backend.store
     beat(backend, "a")
-    beat(other, "b")  # type: ignore[arg-type]
+    beat(other, "b")
     assert [m.identity for m in backend.snapshot().members] == ["a", "b"]
     assert other.clock is backend.clock  # the store's clock, set by its first backend
 
@@ -88,6 +91,24 @@ def test_url_names() -> None:
     assert store_name("memory://") == "default"
     with pytest.raises(ValueError):
         store_name("redis://x")
+
+
+def test_operations_from_many_threads_are_atomic(url: str, backend: MemoryBackend) -> None:
+    backends = [MemoryBackend(url, "ns") for _ in range(8)]
+
+    def scale(b: MemoryBackend, n: int) -> None:
+        beat(b, f"p{n}")
+        for _ in range(50):
+            b.set_count("j", to=None, by=1, default=0)
+
+    threads = [threading.Thread(target=scale, args=(b, n)) for n, b in enumerate(backends)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert backend.get_count("j") == 400
+    # One version per change: 8 joins and 400 counts.
+    assert backend.snapshot().version == 408
 
 
 def test_a_closed_backend_refuses_calls_and_leaves_the_store_to_the_others(
@@ -291,3 +312,56 @@ def test_a_lock_held_on_the_real_clock_expires_in_real_time(url: str) -> None:
         assert real.lock_acquire("j:0", "b", 5.0) is not None
     finally:
         discard(name)
+
+
+# -- two "processes" in one interpreter ----------------------------------------------------------
+
+
+class SlotJob(process_balancer.Base):
+    """Records which manager ran which slot; a record takes 10 ms."""
+
+    runs: ClassVar[set[tuple[str, int]]] = set()
+
+    def lock_records(self) -> list[int]:
+        SlotJob.runs.add((self.options["owner"], self.worker_index))
+        return [0]
+
+    def process_record(self, record: int) -> None:
+        time.sleep(0.01)
+
+    def unlock_records(self) -> None:
+        pass
+
+
+def test_two_managers_in_one_interpreter_share_the_slots(url: str, tmp_path: Path) -> None:
+    SlotJob.runs.clear()
+    managers = []
+    for owner in ("m1", "m2"):
+        jobs = {"j": {"class": f"{__name__}:SlotJob", "workers": 4, "owner": owner}}
+        # A config file cannot name memory://; the backend is handed to the manager instead.
+        config = write_config(
+            tmp_path / f"{owner}.yml", backend="sqlite:///unused.sqlite3", namespace="ns", jobs=jobs
+        )
+        backend = MemoryBackend(url, "ns")
+        managers.append(Manager(load_config(config), {"j": SlotJob}, backend, handle_signals=False))
+    threads = [threading.Thread(target=m.run) for m in managers]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(
+            lambda: (
+                {i for _, i in SlotJob.runs} == {0, 1, 2, 3}
+                and {o for o, _ in SlotJob.runs} == {"m1", "m2"}
+            ),
+            15,
+            message="both managers to run slots",
+        )
+        assignment = managers[0].backend.snapshot().assignment
+        assert sorted(len(slots["j"]) for slots in assignment.values()) == [2, 2]
+    finally:
+        for manager in managers:
+            manager.request_stop()
+        for thread in threads:
+            thread.join(15)
+    assert not any(thread.is_alive() for thread in threads)
+    assert managers[0].backend.snapshot().members == []
