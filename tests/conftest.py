@@ -55,7 +55,8 @@ def namespace() -> Iterator[str]:
 #: makes sense on some of them says so with ``@pytest.mark.backends("redis", ...)``.
 BACKEND_KINDS = ["redis", "sqlite", "postgresql"]
 #: Backends that live inside the test's own Python process: no ``process-balancer run`` can
-#: join their groups, so a test runs on them only when its ``backends`` marker names them.
+#: join their groups, so a test runs on them only when its ``backends`` marker names them or
+#: says ``in_process=True`` (every backend of BACKEND_KINDS, or of its args, and these).
 IN_PROCESS_KINDS = ["memory"]
 
 
@@ -65,7 +66,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if marker is None:
             kinds = list(BACKEND_KINDS)
         else:
-            kinds = [k for k in BACKEND_KINDS + IN_PROCESS_KINDS if k in marker.args]
+            named = list(marker.args or BACKEND_KINDS)
+            if marker.kwargs.get("in_process"):
+                named += IN_PROCESS_KINDS
+            kinds = [k for k in BACKEND_KINDS + IN_PROCESS_KINDS if k in named]
         metafunc.parametrize("backend_kind", kinds)
 
 
@@ -145,7 +149,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     )
     return [
         f"backends under test: {', '.join(BACKEND_KINDS)}; sqlite is built in (a file per test); "
-        f"{', '.join(IN_PROCESS_KINDS)} only where a test's backends marker names it",
+        f"{', '.join(IN_PROCESS_KINDS)} where a test's backends marker asks for it",
         f"Redis at {REDIS_URL} (PB_TEST_REDIS_URL): {redis_state}",
         f"PostgreSQL at {POSTGRES_URL} (PB_TEST_POSTGRES_URL): {postgres_state}",
     ]

@@ -12,7 +12,7 @@ from process_balancer.backends import Backend, HeartbeatResult, open_backend
 from process_balancer.defaults import MAX_WORKERS
 from process_balancer.defaults import MAX_WORKERS_HARD_LIMIT as HARD_LIMIT
 
-pytestmark = pytest.mark.backends("redis", "sqlite", "postgresql", "memory")
+pytestmark = pytest.mark.backends(in_process=True)
 
 TRAITS = {"capacity": 4, "active": True, "jobs": ["j"], "defaults": {"j": 2}, "started_at": 1.0}
 
