@@ -54,12 +54,22 @@ def namespace() -> Iterator[str]:
 #: Every coordination backend the multi-process and contract tests run on. A test that only
 #: makes sense on some of them says so with ``@pytest.mark.backends("redis", ...)``.
 BACKEND_KINDS = ["redis", "sqlite", "postgresql"]
+#: Backends that live inside the test's own Python process: no ``process-balancer run`` can
+#: join their groups, so a test runs on them only when its ``backends`` marker names them or
+#: says ``in_process=True`` (every backend of BACKEND_KINDS, or of its args, and these).
+IN_PROCESS_KINDS = ["memory"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend_kind" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("backends")
-        kinds = [k for k in BACKEND_KINDS if marker is None or k in marker.args]
+        if marker is None:
+            kinds = list(BACKEND_KINDS)
+        else:
+            named = list(marker.args or BACKEND_KINDS)
+            if marker.kwargs.get("in_process"):
+                named += IN_PROCESS_KINDS
+            kinds = [k for k in BACKEND_KINDS + IN_PROCESS_KINDS if k in named]
         metafunc.parametrize("backend_kind", kinds)
 
 
@@ -72,6 +82,16 @@ def redis_backend_url(redis_url: str) -> str:
 def sqlite_backend_url(tmp_path: Path) -> str:
     """A SQLite coordination file of this test's own (``sqlite:////absolute/path``)."""
     return f"sqlite:///{tmp_path / 'coordination.sqlite3'}"
+
+
+@pytest.fixture
+def memory_backend_url() -> Iterator[str]:
+    """An in-memory store of this test's own (``memory://NAME``), dropped afterwards."""
+    from process_balancer.backends.memory_store import discard
+
+    name = f"pbtest-{uuid.uuid4().hex[:12]}"
+    yield f"memory://{name}"
+    discard(name)
 
 
 POSTGRES_URL = os.environ.get("PB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -128,7 +148,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         else f"NOT reachable ({postgres_problem}): its tests {missing}"
     )
     return [
-        f"backends under test: {', '.join(BACKEND_KINDS)}; sqlite is built in (a file per test)",
+        f"backends under test: {', '.join(BACKEND_KINDS)}; sqlite is built in (a file per test); "
+        f"{', '.join(IN_PROCESS_KINDS)} where a test's backends marker asks for it",
         f"Redis at {REDIS_URL} (PB_TEST_REDIS_URL): {redis_state}",
         f"PostgreSQL at {POSTGRES_URL} (PB_TEST_POSTGRES_URL): {postgres_state}",
     ]

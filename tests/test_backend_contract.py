@@ -1,5 +1,5 @@
 """The coordination backend contract: every backend (see BACKEND_KINDS in conftest.py) must
-pass these tests against its real server."""
+pass these tests against its real server, and the in-memory backend inside this process."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 from process_balancer.backends import Backend, HeartbeatResult, open_backend
 from process_balancer.config.defaults import MAX_WORKERS
 from process_balancer.config.defaults import MAX_WORKERS_HARD_LIMIT as HARD_LIMIT
+
+pytestmark = pytest.mark.backends(in_process=True)
 
 TRAITS = {"capacity": 4, "active": True, "jobs": ["j"], "defaults": {"j": 2}, "started_at": 1.0}
 
@@ -216,7 +218,9 @@ def wipe(backend: Backend) -> None:
     """Make the backend forget the group entirely, as a Redis restarted without persistence
     (or a database restored from before the group existed) would, fencing counters included."""
     kind = type(backend).__name__
-    if kind == "RedisBackend":
+    if kind == "MemoryBackend":
+        backend.wipe()  # type: ignore[attr-defined]
+    elif kind == "RedisBackend":
         client = backend.client  # type: ignore[attr-defined]
         keys = list(client.scan_iter(match=f"{backend.namespace}:*"))
         if keys:

@@ -36,7 +36,7 @@ __all__ = [
 
 def open_backend(url: str, namespace: str, *, create: bool = True) -> Backend:
     """The backend for ``url`` (``redis://``, ``rediss://``, ``unix://``, ``sqlite:///`` or
-    ``postgresql://``).
+    ``postgresql://``; ``memory://NAME`` for a group inside this Python process).
 
     ``create=False`` is for commands that only read: a SQLite file that does not exist is
     then a BackendError, and neither it nor its directory is created.
@@ -59,7 +59,11 @@ def open_backend(url: str, namespace: str, *, create: bool = True) -> Backend:
         from .sqlite.backend import SQLiteBackend
 
         return SQLiteBackend(url, namespace, create=create)
+    if scheme == "memory":
+        from .memory import MemoryBackend
+
+        return MemoryBackend(url, namespace)
     raise ValueError(
         f"unsupported backend URL {redact_url(url)!r}: use redis://, rediss://, unix://, "
-        "sqlite:/// or postgresql://"
+        "sqlite:///, postgresql:// or memory://"
     )
