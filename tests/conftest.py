@@ -87,7 +87,7 @@ def sqlite_backend_url(tmp_path: Path) -> str:
 @pytest.fixture
 def memory_backend_url() -> Iterator[str]:
     """An in-memory store of this test's own (``memory://NAME``), dropped afterwards."""
-    from process_balancer.backends.memory_store import discard
+    from process_balancer.backends.memory.store import discard
 
     name = f"pbtest-{uuid.uuid4().hex[:12]}"
     yield f"memory://{name}"

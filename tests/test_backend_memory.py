@@ -15,10 +15,10 @@ import pytest
 
 import process_balancer
 from process_balancer.backends import BackendError, HeartbeatResult, open_backend
-from process_balancer.backends.memory import ManualClock, MemoryBackend, store_name, wipe
-from process_balancer.backends.memory_store import EVENTS_KEPT, discard
-from process_balancer.config import load_config, settings_from
-from process_balancer.manager import Manager
+from process_balancer.backends.memory.backend import ManualClock, MemoryBackend, store_name, wipe
+from process_balancer.backends.memory.store import EVENTS_KEPT, discard
+from process_balancer.config.schema import load_config, settings_from
+from process_balancer.runtime.manager import Manager
 from support.harness import wait_until, write_config
 
 TRAITS = {"capacity": 4, "active": True, "jobs": ["j"], "defaults": {"j": 2}, "started_at": 1.0}

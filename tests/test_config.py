@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from process_balancer.backends import registry
 from process_balancer.config import defaults
 from process_balancer.config.schema import (
-    BACKEND_SCHEMES,
     ConfigError,
     JobConfig,
     Settings,
@@ -416,9 +416,13 @@ def test_every_problem_in_a_file_is_reported_at_once(write: Callable[..., Path])
 # -- backend -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scheme", sorted(BACKEND_SCHEMES))
+@pytest.mark.parametrize("scheme", [s for kind in registry.KINDS for s in kind.schemes])
 def test_each_accepted_scheme_is_a_valid_backend(write: Callable[..., Path], scheme: str) -> None:
-    local = {"unix": "unix:///tmp/redis.sock", "sqlite": "sqlite:///pb.sqlite3"}
+    local = {
+        "unix": "unix:///tmp/redis.sock",
+        "sqlite": "sqlite:///pb.sqlite3",
+        "memory": "memory://group",
+    }
     url = local.get(scheme, f"{scheme}://h:6380/1")
     assert load(write(f"global:\n  backend: {url}\n")).backend == url
 
@@ -428,7 +432,7 @@ def test_a_backend_with_another_scheme_lists_the_accepted_ones(
 ) -> None:
     problem = one_problem(write("global:\n  backend: http://localhost:6379\n"))
     assert "global.backend: unsupported backend URL 'http://localhost:6379'" in problem
-    for scheme in ("redis://", "rediss://", "unix://", "sqlite://"):
+    for scheme in ("redis://", "rediss://", "unix://", "sqlite://", "postgresql://"):
         assert scheme in problem
 
 

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from process_balancer.backends.redis.backend import RedisBackend
 from process_balancer.config.schema import settings_from
+from process_balancer.ops.metrics import ProcessMetrics
 from process_balancer.runtime.manager import Manager
 from support.cli import free_port
 from support.harness import Process, wait_until, write_config
@@ -159,16 +160,17 @@ def test_a_metrics_port_in_use_is_a_clear_startup_error(group_config, spawn) -> 
 
 def test_each_manager_has_its_own_registry(redis_url: str, namespace: str) -> None:
     """Two managers in one interpreter do not clash, and before joining neither is ready."""
-    settings = settings_from(backend=redis_url, namespace=namespace, metrics_port=9)
+    settings = settings_from(backend=redis_url, namespace=namespace)
     managers = [Manager(settings, {}, RedisBackend(redis_url, namespace)) for _ in range(2)]
     for manager in managers:
-        assert manager.metrics is not None
-        text = generate_latest(manager.metrics.registry).decode()
+        metrics = ProcessMetrics(manager)
+        manager.observers.append(metrics)
+        text = generate_latest(metrics.registry).decode()
         assert manager.identity in text
         assert all(other.identity not in text for other in managers if other is not manager)
 
         calls: list[str] = []
-        app = manager.metrics.wsgi_app()
+        app = metrics.wsgi_app()
         for path in ("/healthz", "/readyz"):
             environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
             app(environ, lambda status, headers, calls=calls: calls.append(status))

@@ -8,7 +8,8 @@ from typing import Any
 from rich.console import Console
 
 from process_balancer.backends import GroupSnapshot, MemberState
-from process_balancer.cli.status_table import duration, indexes, render
+from process_balancer.cli.status_table import render
+from process_balancer.client.format import duration, indexes
 from process_balancer.client.status import SCHEMA, build_status
 
 NOW = 1_700_000_000.0

@@ -17,29 +17,21 @@ import abc
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from ..config.defaults import MAX_WORKERS
+from ..errors import BackendError as BackendError
+from ..errors import CorruptStateError as CorruptStateError
 
 #: Expired members one heartbeat removes at most; the rest go in the following heartbeats, so
 #: one heartbeat never does unbounded work, even after a mass failure. Every backend uses it.
 PRUNE_BATCH = 100
+#: The remote commands a process carries out (sent by the API, the CLI and the dashboard).
+COMMANDS = ("quiet", "stop", "dump")
 #: Pending remote commands for a member are dropped if it never picks them up (ms).
 COMMAND_TTL_MS = 10 * 60 * 1000
 #: Acknowledgements of a remote command are kept this long for the sender to read (ms).
 ACK_TTL_MS = 10 * 60 * 1000
-
-
-class BackendError(Exception):
-    """The backend could not be reached or answered with something unusable."""
-
-
-class CorruptStateError(BackendError):
-    """Data found in the backend that this version cannot read (it is reported, never deleted).
-
-    The message names where it was found (a Redis key, or ``schema.table[namespace/key]``) and
-    what to do: ``process-balancer repair`` for the group's derived state, ``scale`` for a count.
-    """
 
 
 #: What to do about unreadable derived state (membership, assignment, version).
@@ -141,11 +133,41 @@ class Acquired:
     fence: int
 
 
+@dataclass(frozen=True)
+class MigrateResult:
+    """What :meth:`Backend.migrate` did to a backend's tables."""
+
+    outcome: Literal["created", "upgraded", "current"]
+    schema: str
+    database: str
+    previous_version: int | None
+    version: int
+
+
 class Backend(abc.ABC):
     """Shared state of one group of processes, identified by ``namespace``."""
 
     url: str
     namespace: str
+    #: Processes on several hosts can share the group (False: one host, or one Python process).
+    multi_host: ClassVar[bool] = True
+
+    @classmethod
+    def open(cls, url: str, namespace: str, *, create: bool = True) -> Backend:
+        """The backend for ``url``. ``create=False`` is for commands that only read: nothing
+        that does not exist yet (a file, a directory) is created."""
+        return cls(url, namespace)  # type: ignore[call-arg]
+
+    def scope_notice(self, *, default: bool) -> str | None:
+        """What a runner says once at start when the group cannot span hosts (None when it
+        can). ``default``: the backend was chosen because none was configured."""
+        return None
+
+    @classmethod
+    def migrate(cls, url: str) -> MigrateResult | None:
+        """Create or upgrade the backend's tables ahead of time; None for a backend that has
+        none to create (``process-balancer migrate`` then has nothing to do)."""
+        return None
 
     # -- membership --------------------------------------------------------------------------
 

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import click
 
-from ..backends import BackendError, redact_url
+from ..backends import BackendError, redact_url, registry
 from .common import EXIT_FAILED, fail, group_options, load_settings
-
-_POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
 @click.command()
@@ -33,30 +29,24 @@ def migrate(
       process-balancer migrate --backend 'postgresql://admin@db/app?schema=jobs'
     """
     settings = load_settings(config_file, environment, backend_url, namespace)
-    scheme = urlsplit(settings.backend).scheme.lower()
     shown = redact_url(settings.backend)
-    if scheme not in _POSTGRES_SCHEMES:
-        click.echo(f"{shown}: a {scheme}:// backend has no tables to migrate; nothing to do")
-        return
     try:
-        from ..backends.postgres import SCHEMA_VERSION, parse_url
-        from ..backends.postgres import migrate as migrate_tables
-    except ImportError:
-        fail("the PostgreSQL backend needs psycopg 3: pip install 'process-balancer[postgres]'")
-    try:
-        target = parse_url(settings.backend)
-        result = migrate_tables(target)
+        kind = registry.kind_for(settings.backend)
+        result = kind.load().migrate(settings.backend)
     except ValueError as exc:
         fail(str(exc))
     except BackendError as exc:
         fail(" ".join(str(exc).split()), EXIT_FAILED)
+    if result is None:
+        click.echo(f"{shown}: a {kind.name} backend has no tables to migrate; nothing to do")
+        return
     where = f"schema {result.schema!r} of database {result.database!r}"
     if result.outcome == "created":
-        click.echo(f"{where}: created the process-balancer tables (version {SCHEMA_VERSION})")
+        click.echo(f"{where}: created the process-balancer tables (version {result.version})")
     elif result.outcome == "upgraded":
         click.echo(
             f"{where}: upgraded the process-balancer tables from version "
-            f"{result.previous_version} to {SCHEMA_VERSION}"
+            f"{result.previous_version} to {result.version}"
         )
     else:
-        click.echo(f"{where}: the tables are up to date (version {SCHEMA_VERSION}); nothing to do")
+        click.echo(f"{where}: the tables are up to date (version {result.version}); nothing to do")

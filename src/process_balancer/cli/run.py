@@ -8,7 +8,6 @@ import sys
 import click
 
 from ..backends import BackendError, open_backend
-from ..backends.sqlite.backend import SQLiteBackend, single_host_notice
 from ..config import defaults
 from ..config.loader import add_cwd_to_path, require
 from ..config.schema import ConfigError, load_config, resolve_job_classes
@@ -72,12 +71,17 @@ def run(
     try:
         backend = open_backend(settings.backend, settings.namespace)
         manager = Manager(settings, job_classes, backend)
+        if settings.metrics_port is not None:
+            from ..ops.metrics import ProcessMetrics
+
+            manager.observers.append(
+                ProcessMetrics(manager, settings.metrics_host, settings.metrics_port)
+            )
     except (ValueError, BackendError) as exc:
         fail(str(exc))
-    if isinstance(backend, SQLiteBackend):
-        logging.getLogger(__name__).info(
-            single_host_notice(settings.backend, default=settings.backend == defaults.BACKEND_URL)
-        )
+    notice = backend.scope_notice(default=settings.backend == defaults.BACKEND_URL)
+    if notice is not None:
+        logging.getLogger(__name__).info(notice)
     try:
         code = manager.run()
     except (BackendError, MetricsServerError) as exc:

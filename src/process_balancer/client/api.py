@@ -11,15 +11,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..backends import Backend, MemberState, open_backend
+from ..backends.base import COMMANDS
 from ..balancing.rebalance import config_counts, rebalance
 from ..config.defaults import MAX_WORKERS_HARD_LIMIT
 from ..config.schema import Settings, load_config, settings_from
-from ..runtime.manager import COMMANDS
+from ..errors import PauseError as PauseError
 from .status import DEFAULT_STUCK_AFTER, read_status
-
-
-class PauseError(ValueError):
-    """Pausing a job that is paused already, or resuming one that is not paused."""
 
 
 @dataclass(frozen=True)

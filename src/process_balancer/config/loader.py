@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from ..errors import ConfigError as ConfigError
 from ..job import Base
 
 __all__ = [
@@ -36,18 +37,6 @@ __all__ = [
 
 # `$${` is a literal `${`; a `${` that is not a well-formed reference is reported, not kept.
 _REFERENCE = re.compile(r"\$(?:(\$\{)|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^{}\n]*))?\}|(\{))")
-
-
-class ConfigError(Exception):
-    """Bad configuration.
-
-    ``str(err)`` is a complete, human-readable message, one line per problem, each naming the
-    file and the key path; ``err.problems`` holds the lines one by one.
-    """
-
-    def __init__(self, *problems: str) -> None:
-        self.problems: tuple[str, ...] = problems
-        super().__init__("\n".join(problems))
 
 
 def format_problem(source: Path | None, where: str, message: str) -> str:

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from ..job import Base
 
 __all__ = [
-    "BACKEND_SCHEMES",
     "ConfigError",
     "JobConfig",
     "Settings",
@@ -39,7 +38,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: URL schemes a ``backend`` may use.
-BACKEND_SCHEMES = frozenset({"redis", "rediss", "unix", "sqlite", "postgresql", "postgres"})
 
 TOP_LEVEL_KEYS = ("global", "environments", "jobs")
 SETTINGS_KEYS = (
@@ -180,25 +178,12 @@ def _backend(value: object) -> str:
         raise _Invalid(
             f"must be a backend URL such as {defaults.BACKEND_URL!r}, got {_show(value)}"
         )
-    parts = urlsplit(value)
-    accepted = ", ".join(f"{scheme}://" for scheme in sorted(BACKEND_SCHEMES))
-    if parts.scheme.lower() not in BACKEND_SCHEMES:
-        raise _Invalid(
-            f"unsupported backend URL {_redact(value)!r}; the scheme must be one of {accepted}"
-        )
-    try:
-        parts.port  # noqa: B018 - parsing the port is the check
-    except ValueError:
-        raise _Invalid(f"invalid port in backend URL {_redact(value)!r}") from None
-    if parts.scheme.lower() == "unix" and not parts.path:
-        raise _Invalid(f"a unix:// backend URL needs a socket path, got {_redact(value)!r}")
-    if parts.scheme.lower() == "sqlite":
-        from ..backends.sqlite.connection import sqlite_path
+    from ..backends import registry
 
-        try:
-            sqlite_path(value)
-        except ValueError as exc:
-            raise _Invalid(str(exc)) from None
+    try:
+        registry.check_url(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
     return value
 
 

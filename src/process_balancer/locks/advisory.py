@@ -28,8 +28,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
+from ..backends import registry
 from ..backends.base import BackendError, redact_url
 from .base import LockContext, LockDriver
 
@@ -55,8 +55,6 @@ SERVER_SETTINGS = {
 #: The holder's side gives up on an unanswered call sooner than the server gives up on it.
 CLIENT_USER_TIMEOUT_MS = 2000
 
-_POSTGRES_SCHEMES = ("postgresql", "postgres")
-
 
 def advisory_key(namespace: str, job_id: str, worker_index: int) -> int:
     """The slot's advisory lock key (see the module docstring)."""
@@ -68,13 +66,13 @@ def lock_url(job_id: str, options: Mapping[str, Any], backend_url: str) -> str:
     """The URL of the database holding the job's advisory locks; ValueError if there is none."""
     url = options.get(URL_OPTION)
     if url is not None:
-        if not isinstance(url, str) or urlsplit(url).scheme.lower() not in _POSTGRES_SCHEMES:
+        if not isinstance(url, str) or registry.kind_of(url) is not registry.POSTGRESQL:
             raise ValueError(
                 f"job {job_id!r}: option {URL_OPTION} must be a postgresql:// URL, got "
                 f"{redact_url(str(url))!r}"
             )
         return url
-    if urlsplit(backend_url).scheme.lower() in _POSTGRES_SCHEMES:
+    if registry.kind_of(backend_url) is registry.POSTGRESQL:
         return backend_url
     raise ValueError(
         f"job {job_id!r} uses lock_driver 'advisory_lock', which needs PostgreSQL, but the "
@@ -106,7 +104,7 @@ class AdvisoryLock(LockDriver):
         self._held = False
         self._channel: str | None = None
         backend_url = context.backend.url
-        if urlsplit(backend_url).scheme.lower() in _POSTGRES_SCHEMES:
+        if registry.kind_of(backend_url) is registry.POSTGRESQL:
             from ..backends.postgres.connections import channel_name, parse_url
 
             backend = parse_url(backend_url)

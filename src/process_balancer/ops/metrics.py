@@ -25,12 +25,13 @@ from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..backends.base import BackendError
+from ..errors import BackendError
+from ..errors import MetricsServerError as MetricsServerError
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-    from ..runtime.manager import Manager
+    from ..runtime.observer import ProcessView
 
 __all__ = ["PREFIX", "MetricsServerError", "ProcessMetrics"]
 
@@ -44,19 +45,20 @@ ITERATION_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 3
 HEARTBEAT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 
-class MetricsServerError(Exception):
-    """The metrics server could not listen on the configured address."""
-
-
 class _HistogramChild(Protocol):
     def observe(self, amount: float) -> None: ...
 
 
 class ProcessMetrics:
-    """The metrics registry of one :class:`~process_balancer.manager.Manager`."""
+    """The metrics registry of one running process, and the HTTP server answering
+    ``/metrics``, ``/healthz`` and ``/readyz``: an observer of the process (see
+    ``runtime/observer.py``), given to the manager by ``process-balancer run`` when
+    ``metrics_port`` is set. ``port`` 0 picks a free one."""
 
-    def __init__(self, manager: Manager) -> None:
+    def __init__(self, manager: ProcessView, host: str = "127.0.0.1", port: int = 0) -> None:
         self.manager = manager
+        self.host = host
+        self.requested_port = port
         self.registry = CollectorRegistry()
         self.iteration_seconds = Histogram(
             f"{PREFIX}_iteration_duration_seconds",
@@ -86,6 +88,9 @@ class ProcessMetrics:
         self.heartbeat_seconds.observe(seconds)
 
     # -- the HTTP server ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.serve(self.host, self.requested_port)
 
     def serve(self, host: str, port: int) -> None:
         """Answer ``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` in a daemon thread."""
@@ -140,7 +145,7 @@ class ProcessMetrics:
         return app
 
 
-def heartbeat_age(manager: Manager) -> float | None:
+def heartbeat_age(manager: ProcessView) -> float | None:
     """Seconds since the manager's last successful heartbeat was sent; None before the first
     one and after it left the group."""
     valid_until = manager.membership.valid_until
@@ -149,7 +154,7 @@ def heartbeat_age(manager: Manager) -> float | None:
     return max(0.0, time.monotonic() - (valid_until - manager.settings.process_expiry))
 
 
-def healthy(manager: Manager) -> bool:
+def healthy(manager: ProcessView) -> bool:
     """Alive: the last successful heartbeat is younger than ``process_expiry``.
 
     The membership deadline is the send time of the last successful heartbeat plus
@@ -158,12 +163,12 @@ def healthy(manager: Manager) -> bool:
     return time.monotonic() < manager.membership.valid_until
 
 
-def ready(manager: Manager) -> bool:
+def ready(manager: ProcessView) -> bool:
     """Joined the group and not stopping."""
     return manager.joined and not manager.stopping
 
 
-def _health_detail(manager: Manager) -> dict[str, Any]:
+def _health_detail(manager: ProcessView) -> dict[str, Any]:
     return {
         "identity": manager.identity,
         "heartbeat_age": heartbeat_age(manager),
@@ -171,7 +176,7 @@ def _health_detail(manager: Manager) -> dict[str, Any]:
     }
 
 
-def _ready_detail(manager: Manager) -> dict[str, Any]:
+def _ready_detail(manager: ProcessView) -> dict[str, Any]:
     return {"identity": manager.identity, "joined": manager.joined, "stopping": manager.stopping}
 
 
@@ -210,12 +215,12 @@ def _server_class(host: str, port: int) -> type[WSGIServer]:
 class _ProcessCollector(Collector):
     """Reads the manager's counters when Prometheus scrapes."""
 
-    def __init__(self, manager: Manager) -> None:
+    def __init__(self, manager: ProcessView) -> None:
         self.manager = manager
 
     def collect(self) -> Iterator[Metric]:
         manager = self.manager
-        per_job: dict[str, list[int]] = {job_id: [0] * 6 for job_id in manager.jobs}
+        per_job: dict[str, list[int]] = {job_id: [0] * 6 for job_id in manager.job_ids}
         for (job_id, _index), c in manager.supervisor.counters().items():
             totals = per_job.setdefault(job_id, [0] * 6)
             values = (int(c.running), c.iterations, c.records, c.errors, c.lock_losses, c.restarts)
@@ -289,7 +294,7 @@ class _ProcessCollector(Collector):
             "Slots of the group that no live process has room for (the same on every process).",
             labels=["job"],
         )
-        jobs = set(self.manager.jobs) | set(unplaced)
+        jobs = set(self.manager.job_ids) | set(unplaced)
         for job_id in sorted(jobs):
             family.add_metric([job_id], len(unplaced.get(job_id, ())))
         yield family

@@ -11,27 +11,24 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..backends.base import Backend, BackendError, CorruptStateError
+from ..backends.base import COMMANDS, Backend, BackendError, CorruptStateError
 from ..balancing.rebalance import rebalance
 from ..config.schema import JobConfig, Settings
 from ..job import Base
 from ..locks import LockContext, resolve_driver
 from .clock_watch import ServerClockWatch
 from .leases import Lease, LeaseKeeper, Membership
+from .observer import Observer
 from .supervisor import Supervisor
 from .wakeups import Notifier
 from .workers.thread import WorkerSpec
 
-if TYPE_CHECKING:
-    from ..ops.metrics import ProcessMetrics
-
 logger = logging.getLogger(__name__)
-
-COMMANDS = ("quiet", "stop", "dump")
 
 
 def make_identity() -> str:
@@ -70,6 +67,7 @@ class Manager:
         *,
         identity: str | None = None,
         handle_signals: bool = True,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.settings = settings
         self.backend = backend
@@ -112,11 +110,8 @@ class Manager:
             notifier=self.notifier,
             wake=self._wake.set,
         )
-        self.metrics: ProcessMetrics | None = None
-        if settings.metrics_port is not None:
-            from ..ops.metrics import ProcessMetrics
-
-            self.metrics = ProcessMetrics(self)
+        #: Told of heartbeats and iterations (metrics, probes); see runtime/observer.py.
+        self.observers = list(observers)
 
     # -- requests (signal handlers, remote commands, embedding code) -------------------------
 
@@ -136,13 +131,15 @@ class Manager:
 
     def run(self) -> int:
         """Join the group, run slots until stopped, leave. Returns the exit code."""
-        if self.metrics is not None:
-            self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port or 0)
+        started: list[Observer] = []
         try:
+            for observer in self.observers:
+                observer.start()
+                started.append(observer)
             return self._run()
         finally:
-            if self.metrics is not None:
-                self.metrics.close()
+            for observer in started:
+                observer.close()
 
     def _run(self) -> int:
         if self._handle_signals:
@@ -309,8 +306,8 @@ class Manager:
             self.incarnation = incarnation
         self._max_version = max(self._max_version, result.version, result.assignment_version)
         self.membership.extend(sent_at, self.settings.process_expiry)
-        if self.metrics is not None:
-            self.metrics.observe_heartbeat(received_at - sent_at)
+        for observer in self.observers:
+            observer.observe_heartbeat(received_at - sent_at)
         self.keeper.refresh()
         self._joined_once = True
         for command in result.commands:
@@ -419,7 +416,7 @@ class Manager:
             driver_class=self._drivers[job_id],
             lock_context=context,
             acquire_timeout=entry.config.lock_acquire_timeout,
-            on_iteration=self.metrics.observe_iteration if self.metrics is not None else None,
+            on_iteration=self._observe_iteration if self.observers else None,
         )
 
     def _lease_lost(self, lease: Lease) -> None:
@@ -457,6 +454,14 @@ class Manager:
         self._ack_command(command)
 
     # -- operations: state read by probes and metrics, command acknowledgements -------------
+
+    def _observe_iteration(self, job_id: str, seconds: float) -> None:
+        for observer in self.observers:
+            observer.observe_iteration(job_id, seconds)
+
+    @property
+    def job_ids(self) -> list[str]:
+        return list(self.jobs)
 
     @property
     def joined(self) -> bool:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..cli.status_table import duration, indexes
+from ..client.format import duration, indexes
 from .sampler import Sample
 
 __all__ = ["dashboard"]

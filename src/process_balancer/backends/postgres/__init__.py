@@ -7,9 +7,10 @@ carrying its namespace. See docs/design.md, "PostgreSQL backend".
 
 from __future__ import annotations
 
+from ..base import MigrateResult
 from .backend import PostgresBackend
 from .connections import DEFAULT_SCHEMA, SCHEMES, PostgresURL, channel_name, parse_url
-from .schema import SCHEMA_VERSION, MigrateResult, migrate
+from .schema import SCHEMA_VERSION, migrate
 
 __all__ = [
     "DEFAULT_SCHEMA",

@@ -32,6 +32,7 @@ from ..base import (
     GroupSnapshot,
     HeartbeatResult,
     Inspection,
+    MigrateResult,
     RepairReport,
 )
 from ..codec import RawGroup, RawMember, count_problem, count_value, decode_group, report_once
@@ -40,7 +41,7 @@ from ..codec import parse_slots as _parse_slots
 from ..counts import argument, outcome
 from .connections import ConnectionPool, channel_name, connect, one_line, parse_url, quote_ident
 from .repair import Group, repair
-from .schema import ensure_schema
+from .schema import ensure_schema, migrate
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,10 @@ class PostgresBackend(Backend):
 
     Opening it checks the tables and creates them on first use (see ``migrate``).
     """
+
+    @classmethod
+    def migrate(cls, url: str) -> MigrateResult:
+        return migrate(parse_url(url))
 
     def __init__(self, url: str, namespace: str, *, create_tables: bool = True) -> None:
         self.url = url

@@ -26,9 +26,10 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
 from ..base import BackendError, redact_url
+from ..registry import POSTGRESQL
 
 #: URL schemes of the PostgreSQL backend.
-SCHEMES = ("postgresql", "postgres")
+SCHEMES = POSTGRESQL.schemes
 #: Schema holding the tables when the URL has no ``?schema=``.
 DEFAULT_SCHEMA = "process_balancer"
 

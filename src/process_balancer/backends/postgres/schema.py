@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
 import psycopg
 from psycopg import errors
 
-from ..base import BackendError
+from ..base import BackendError, MigrateResult
 from .connections import PostgresURL, connect, one_line
 
 logger = logging.getLogger(__name__)
@@ -39,16 +38,6 @@ TABLES = (
     "pb_locks",
     "pb_advisory_fences",
 )
-
-Outcome = Literal["created", "upgraded", "current"]
-
-
-@dataclass(frozen=True)
-class MigrateResult:
-    outcome: Outcome
-    schema: str
-    database: str
-    previous_version: int | None
 
 
 def schema_sql(quoted_schema: str) -> str:
@@ -137,10 +126,10 @@ def _migrate(conn: psycopg.Connection[Any], target: PostgresURL) -> MigrateResul
             if found is None:
                 conn.execute(f"CREATE SCHEMA {target.quoted_schema}")
             conn.execute(schema_sql(target.quoted_schema))
-    outcome: Outcome = (
+    outcome: Literal["created", "upgraded", "current"] = (
         "current" if previous == SCHEMA_VERSION else "created" if previous is None else "upgraded"
     )
-    return MigrateResult(outcome, target.schema, conn.info.dbname, previous)
+    return MigrateResult(outcome, target.schema, conn.info.dbname, previous, SCHEMA_VERSION)
 
 
 def ensure_schema(conn: psycopg.Connection[Any], target: PostgresURL) -> None:

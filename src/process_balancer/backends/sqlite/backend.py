@@ -62,6 +62,15 @@ def single_host_notice(url: str, *, default: bool) -> str:
 class SQLiteBackend(Backend):
     """Shared group state in a SQLite file, rows keyed by ``namespace``."""
 
+    multi_host = False
+
+    @classmethod
+    def open(cls, url: str, namespace: str, *, create: bool = True) -> SQLiteBackend:
+        return cls(url, namespace, create=create)
+
+    def scope_notice(self, *, default: bool) -> str:
+        return single_host_notice(self.url, default=default)
+
     def __init__(self, url: str, namespace: str, *, create: bool = True) -> None:
         """``create=False`` (commands that only read) refuses a missing file with a
         BackendError instead of creating it and its directory."""

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
-from .base import PRUNE_BATCH
-from .codec import Decoded, RawGroup, RawMember, version_value
-from .counts import (
+from ..base import PRUNE_BATCH
+from ..codec import Decoded, RawGroup, RawMember, version_value
+from ..counts import (
     ABOVE_CEILING,
     BAD_DEFAULT,
     CORRUPT,

@@ -2,7 +2,7 @@
 
 For unit tests, which get the whole group protocol without a server and can move its clock by
 hand, and for programs that run a group inside one process. Every ``MemoryBackend`` opened
-with the same ``memory://NAME`` in this process shares one :class:`~.memory_store.MemoryStore`,
+with the same ``memory://NAME`` in this process shares one :class:`~.store.MemoryStore`,
 so two "processes" of a test see one group; namespaces keep groups apart in a store.
 
 Each operation holds the store's lock from its first read to its last write, as each Redis
@@ -24,8 +24,8 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ..defaults import MAX_WORKERS
-from .base import (
+from ...config.defaults import MAX_WORKERS
+from ..base import (
     ACK_TTL_MS,
     COMMAND_TTL_MS,
     Acquired,
@@ -37,11 +37,11 @@ from .base import (
     Inspection,
     RepairReport,
 )
-from .codec import count_problem, count_value, decode_group, integer
-from .codec import dumps as _dumps
-from .codec import parse_slots as _parse_slots
-from .codec import report_once as _report_once
-from .memory_store import Clock, Group, HeldLock, ManualClock, is_time, open_store, wipe
+from ..codec import count_problem, count_value, decode_group, integer
+from ..codec import dumps as _dumps
+from ..codec import parse_slots as _parse_slots
+from ..codec import report_once as _report_once
+from .store import Clock, Group, HeldLock, ManualClock, is_time, open_store, wipe
 
 __all__ = ["ManualClock", "MemoryBackend", "store_name", "wipe"]
 
@@ -57,11 +57,19 @@ def store_name(url: str) -> str:
 
 
 class MemoryBackend(Backend):
-    """Shared group state in a :class:`~.memory_store.MemoryStore` of this Python process.
+    """Shared group state in a :class:`~.store.MemoryStore` of this Python process.
 
     ``clock`` (seconds since the epoch, ``time.time`` by default) belongs to the store: the
     first backend of a store sets it, the others may pass the same one or none.
     """
+
+    multi_host = False
+
+    def scope_notice(self, *, default: bool) -> str:
+        return (
+            f"in-memory backend {self.url}: the group lives inside this Python process; no "
+            "other process can join it"
+        )
 
     def __init__(self, url: str, namespace: str, *, clock: Clock | None = None) -> None:
         self.url = url
