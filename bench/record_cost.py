@@ -35,7 +35,8 @@ from process_balancer.backends.redis.backend import RedisBackend
 from process_balancer.locks import LockContext, SimpleRedisLock
 from process_balancer.runtime.leases import Lease, LeaseKeeper, Membership
 from process_balancer.runtime.wakeups import Notifier
-from process_balancer.runtime.workers.thread import Worker, WorkerSpec
+from process_balancer.runtime.workers.base import WorkerSpec
+from process_balancer.runtime.workers.thread import ThreadWorker
 
 #: Records per second per worker the DESIGN reports for the Ruby original (about 0.5 ms each).
 ORIGINAL_PUBLISHED = 2_100.0
@@ -130,7 +131,7 @@ class WorkerRig:
 def measure_worker(rig: WorkerRig, records: int, iterations: int) -> Measurement:
     rig.heartbeat()
     finished = threading.Event()
-    worker = Worker(
+    worker = ThreadWorker(
         rig.spec({"records": records, "iterations": iterations}),
         keeper=rig.keeper,
         notifier=rig.notifier,

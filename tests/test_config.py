@@ -525,10 +525,25 @@ def test_a_job_key_close_to_a_runner_key_logs_a_warning(
     write: Callable[..., Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="process_balancer.config.schema"):
-        job = load(write("jobs:\n  q:\n    class: m:C\n    worker: 4\n")).jobs["q"]
-    assert job.workers is None and job.options["worker"] == 4
-    assert "jobs.q.worker is passed to the job as its own option; did you mean 'workers'?" in (
+        job = load(write("jobs:\n  q:\n    class: m:C\n    workerss: 4\n")).jobs["q"]
+    assert job.workers is None and job.options["workerss"] == 4
+    assert "jobs.q.workerss is passed to the job as its own option; did you mean 'workers'?" in (
         caplog.text
+    )
+
+
+def test_a_worker_kind_is_checked_and_a_count_there_points_at_workers(
+    write: Callable[..., Path],
+) -> None:
+    assert load(write("jobs:\n  q:\n    class: m:C\n")).jobs["q"].worker == "thread"
+    assert load(write("jobs:\n  q:\n    class: m:C\n    worker: thread\n")).jobs["q"].worker == (
+        "thread"
+    )
+    path = write("jobs:\n  q:\n    class: m:C\n    worker: fibers\n")
+    assert one_problem(path) == f"{path}: jobs.q.worker: must be one of thread, got 'fibers'"
+    path = write("jobs:\n  q:\n    class: m:C\n    worker: 4\n")
+    assert one_problem(path) == (
+        f"{path}: jobs.q.worker: must be one of thread, got 4 (the number of workers is `workers:`)"
     )
 
 

@@ -134,9 +134,9 @@ def test_a_failed_release_is_retried_in_the_background() -> None:
 
 
 def test_a_late_answer_about_an_old_lease_does_not_cut_the_next_iteration() -> None:
-    from process_balancer.runtime.workers.thread import Worker
+    from process_balancer.runtime.workers.thread import ThreadWorker
 
-    worker = Worker.__new__(Worker)
+    worker = ThreadWorker.__new__(ThreadWorker)
     worker._cut = False
     membership = Membership()
     membership.extend(time.monotonic(), 30)

@@ -14,7 +14,8 @@ from process_balancer.backends.redis.backend import RedisBackend
 from process_balancer.locks import LockContext, SimpleRedisLock
 from process_balancer.runtime.leases import LeaseKeeper, Membership
 from process_balancer.runtime.wakeups import Notifier
-from process_balancer.runtime.workers.thread import Worker, WorkerSpec
+from process_balancer.runtime.workers.base import WorkerSpec
+from process_balancer.runtime.workers.thread import ThreadWorker
 from support.harness import wait_until
 
 IDENTITY = "test-host:1:abc"
@@ -73,7 +74,7 @@ def run_worker(
     job_class: type,
     options: dict,
     acquire_timeout: float = 2.0,
-) -> Worker:
+) -> ThreadWorker:
     spec = WorkerSpec(
         job_id="j",
         worker_index=0,
@@ -84,7 +85,7 @@ def run_worker(
         acquire_timeout=acquire_timeout,
     )
     done = threading.Event()
-    worker = Worker(spec, keeper=keeper, notifier=Notifier(), on_exit=lambda w: done.set())
+    worker = ThreadWorker(spec, keeper=keeper, notifier=Notifier(), on_exit=lambda w: done.set())
     worker.start()
     assert done.wait(10), "worker did not finish"
     return worker
@@ -139,7 +140,7 @@ def test_iteration_is_skipped_when_the_lock_is_held_elsewhere(backend, keeper) -
         LockContext(backend, backend.namespace, "j", 0, IDENTITY, 30.0),
         0.3,
     )
-    worker = Worker(spec, keeper=keeper, notifier=Notifier(), on_exit=lambda w: None)
+    worker = ThreadWorker(spec, keeper=keeper, notifier=Notifier(), on_exit=lambda w: None)
     worker.start()
     wait_until(lambda: worker.skipped >= 2, 5, message="two skipped iterations")
     worker.stop("test over")
@@ -166,3 +167,54 @@ def test_runtime_lock_timeout_comes_from_options() -> None:
     job = process_balancer.Base(job_id="j", worker_index=0, options={"runtime_lock_timeout": 7})
     assert job.runtime_lock_timeout == 7.0
     assert process_balancer.Base(job_id="j", worker_index=0).runtime_lock_timeout == 30.0
+
+
+class Traced(ThreadWorker):
+    """A worker kind that routes every call into the job through :meth:`call`, as an asyncio
+    or subprocess kind does, and records the method names."""
+
+    kind = "traced"
+
+    def call(self, method: Any, *args: Any) -> Any:
+        self.spec.options["traced"].append(method.__name__)
+        return super().call(method, *args)
+
+
+def test_a_worker_kind_gets_every_job_call_and_the_supervisor_picks_it_by_name(
+    backend, keeper, monkeypatch
+) -> None:
+    """The iteration protocol is the base's: a kind only says where the loop runs and how a
+    job method is called; the supervisor builds the kind the job's spec names."""
+    from process_balancer.runtime import workers
+    from process_balancer.runtime.supervisor import Supervisor
+
+    monkeypatch.setitem(workers.KINDS, "traced", f"{__name__}:Traced")
+    assert workers.worker_class("traced") is Traced
+    with pytest.raises(ValueError, match="unknown worker kind 'fibers'; use one of"):
+        workers.worker_class("fibers")
+
+    options: dict[str, Any] = {"calls": [], "fences": [], "traced": []}
+    spec = WorkerSpec(
+        job_id="j",
+        worker_index=0,
+        job_class=Scripted,
+        options=options,
+        driver_class=SimpleRedisLock,
+        lock_context=LockContext(backend, backend.namespace, "j", 0, IDENTITY, 30.0),
+        acquire_timeout=2.0,
+        kind="traced",
+    )
+    supervisor = Supervisor(
+        make_spec=lambda job_id, index: spec, keeper=keeper, notifier=Notifier(), wake=lambda: None
+    )
+    supervisor.reconcile({("j", 0)}, why_stop="not assigned")
+    wait_until(lambda: "after_perform" in options["traced"], 10, message="one iteration")
+    assert options["traced"][:6] == [
+        "before_perform",
+        "lock_records",
+        "process_record",
+        "process_record",
+        "unlock_records",
+        "after_perform",
+    ]
+    supervisor.stop_all("test over")

@@ -9,6 +9,21 @@ from typing import Any, ClassVar
 from .config import defaults
 
 
+class JobControl:
+    """Between one job instance and the worker running it: the job asks for a sleep or an
+    abort through it, and reads the lease the worker holds. The worker creates it and hands
+    it to the job, so neither reads the other's private attributes."""
+
+    def __init__(self, stop_event: threading.Event | None = None) -> None:
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
+        #: Seconds to wait after the current iteration (``status_sleep``); None: none.
+        self.sleep_for: float | None = None
+        #: End the worker after the current iteration (``status_abort``).
+        self.abort = False
+        #: Seconds left on the held lease; set by the worker while an iteration holds it.
+        self.lease_remaining: Callable[[], float] | None = None
+
+
 class Base:
     """A long-running, iterative job.
 
@@ -34,16 +49,13 @@ class Base:
         worker_index: int,
         options: Mapping[str, Any] | None = None,
         stop_event: threading.Event | None = None,
+        control: JobControl | None = None,
     ) -> None:
         self.job_id = job_id
         self.worker_index = worker_index
         self.options: dict[str, Any] = dict(options or {})
         self.fencing_token: int | None = None
-        self._stop_event = stop_event if stop_event is not None else threading.Event()
-        self._sleep_for: float | None = None
-        self._abort = False
-        #: Set by the runner while an iteration holds the worker lock.
-        self._lease_remaining: Callable[[], float] | None = None
+        self._control = control if control is not None else JobControl(stop_event)
 
     # -- the contract ------------------------------------------------------------------------
 
@@ -83,13 +95,13 @@ class Base:
         ``takeover_grace`` seconds after this reaches 0, so a record that cannot end by then
         should not start (or should write with the fencing token).
         """
-        remaining = self._lease_remaining
+        remaining = self._control.lease_remaining
         return 0.0 if remaining is None else remaining()
 
     @property
     def stopping(self) -> bool:
         """True once this worker has been asked to stop (slot moved, process stopping)."""
-        return self._stop_event.is_set()
+        return self._control.stop_event.is_set()
 
     def status_sleep(self, seconds: float) -> None:
         """After this iteration, wait ``seconds`` before the next one (a stop cuts it short)."""
@@ -98,11 +110,11 @@ class Base:
             raise ValueError(
                 f"status_sleep() needs a non-negative number of seconds, got {seconds}"
             )
-        self._sleep_for = seconds
+        self._control.sleep_for = seconds
 
     def status_abort(self) -> None:
         """End this worker instance after the current iteration; a fresh one starts later."""
-        self._abort = True
+        self._control.abort = True
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} job_id={self.job_id!r} worker_index={self.worker_index}>"

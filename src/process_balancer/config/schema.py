@@ -59,6 +59,7 @@ JOB_KEYS = (
     "lock_acquire_timeout",
     "takeover_grace",
     "max_workers",
+    "worker",
 )
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -78,6 +79,8 @@ class JobConfig:
     takeover_grace: float = defaults.TAKEOVER_GRACE
     #: Most workers this job may be scaled to (its own ``max_workers``, else the global one).
     max_workers: int = defaults.MAX_WORKERS
+    #: How each slot's iterations run (``runtime/workers/``): ``thread``.
+    worker: str = defaults.WORKER_KIND
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,15 @@ def _backend(value: object) -> str:
         registry.check_url(value)
     except ValueError as exc:
         raise _Invalid(str(exc)) from None
+    return value
+
+
+def _worker_kind(value: object) -> str:
+    from ..runtime.workers import KINDS
+
+    if not isinstance(value, str) or value not in KINDS:
+        hint = " (the number of workers is `workers:`)" if isinstance(value, int) else ""
+        raise _Invalid(f"must be one of {', '.join(sorted(KINDS))}, got {_show(value)}{hint}")
     return value
 
 
@@ -368,6 +380,7 @@ def _check_job(
     grace = optional(
         "takeover_grace", lambda v: _seconds(v, positive=False), defaults.TAKEOVER_GRACE
     )
+    worker = optional("worker", _worker_kind, defaults.WORKER_KIND)
     max_workers, max_origin = global_max
     if "max_workers" in entry:
         max_workers = optional("max_workers", _max_workers, _INVALID)
@@ -402,6 +415,7 @@ def _check_job(
         options=dict(entry),
         takeover_grace=grace,
         max_workers=max_workers,
+        worker=worker,
     )
 
 

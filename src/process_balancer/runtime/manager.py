@@ -26,7 +26,7 @@ from .leases import Lease, LeaseKeeper, Membership
 from .observer import Observer
 from .supervisor import Supervisor
 from .wakeups import Notifier
-from .workers.thread import WorkerSpec
+from .workers.base import WorkerSpec
 
 logger = logging.getLogger(__name__)
 
@@ -417,6 +417,7 @@ class Manager:
             lock_context=context,
             acquire_timeout=entry.config.lock_acquire_timeout,
             on_iteration=self._observe_iteration if self.observers else None,
+            kind=entry.config.worker,
         )
 
     def _lease_lost(self, lease: Lease) -> None:

@@ -13,7 +13,8 @@ from typing import Any
 from ..config import defaults
 from .leases import LeaseKeeper
 from .wakeups import Notifier
-from .workers.thread import Worker, WorkerSpec
+from .workers import worker_class
+from .workers.base import Worker, WorkerSpec
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ def restart_delay(failures: int) -> float:
 
 
 class Supervisor:
-    """Owns the Worker threads of one process. Only the manager thread calls its methods."""
+    """Owns the workers of one process, each of its job's kind. Only the manager thread calls
+    its methods."""
 
     def __init__(
         self,
@@ -93,7 +95,8 @@ class Supervisor:
 
     def _start(self, slot: Slot) -> None:
         spec = self._make_spec(*slot)
-        worker = Worker(spec, keeper=self._keeper, notifier=self._notifier, on_exit=self._exited)
+        kind = worker_class(spec.kind)
+        worker = kind(spec, keeper=self._keeper, notifier=self._notifier, on_exit=self._exited)
         self._workers[slot] = worker
         logger.info("starting job %s worker %d", slot[0], slot[1])
         worker.start()

@@ -1,50 +1,21 @@
-"""A worker: one thread running one job instance for one slot, iteration after iteration."""
+"""The thread worker kind (the default): each slot's iterations run on a thread of its own."""
 
 from __future__ import annotations
 
-import logging
-import random
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
-from ...backends.base import BackendError, CorruptStateError
-from ...job import Base
-from ...locks.base import LockContext, LockDriver
-from ..leases import Lease, LeaseKeeper
+from ..leases import LeaseKeeper
 from ..wakeups import Notifier
+from .base import Worker, WorkerSpec
 
-logger = logging.getLogger(__name__)
-
-#: First and largest pause between two attempts to take a busy worker lock. A release
-#: notification ends the pause early, so these only matter when notifications are missed.
-ACQUIRE_RETRY_MIN = 0.02
-ACQUIRE_RETRY_MAX = 0.5
+__all__ = ["ThreadWorker", "Worker", "WorkerSpec"]
 
 
-@dataclass(frozen=True)
-class WorkerSpec:
-    """Everything a worker needs that does not change while it runs."""
+class ThreadWorker(Worker):
+    """Runs the slot's iterations on a daemon thread named ``pb-<job>-<index>``."""
 
-    job_id: str
-    worker_index: int
-    job_class: type[Base]
-    options: dict[str, Any]
-    driver_class: type[LockDriver]
-    lock_context: LockContext
-    acquire_timeout: float
-    #: Called with (job_id, seconds) after every iteration that held the lock (for metrics).
-    on_iteration: Callable[[str, float], None] | None = None
-
-
-class Worker:
-    """Runs ``spec.job_class`` for one slot until stopped, aborted or failed.
-
-    ``outcome`` ends as ``"stopped"`` (asked to stop), ``"aborted"`` (the job called
-    ``status_abort()``) or ``"failed"`` (the job raised; ``error`` holds the text).
-    """
+    kind = "thread"
 
     def __init__(
         self,
@@ -54,246 +25,16 @@ class Worker:
         notifier: Notifier,
         on_exit: Callable[[Worker], None],
     ) -> None:
-        self.spec = spec
-        self._keeper = keeper
-        self._notifier = notifier
-        self._on_exit = on_exit
-        self._stop_event = threading.Event()
-        self._wake = threading.Event()
-        self._halt = False  # end the worker after the current iteration
-        self._cut = False  # end the current iteration at the next record boundary
-        self._lease: Lease | None = None  # the lock the current iteration holds
-        self.outcome: str | None = None
-        self.error: str | None = None
-        self.stop_reason = ""
-        self.iterations = 0
-        self.records = 0
-        self.lock_losses = 0
-        self.skipped = 0
-        self.succeeded = False
-        self.iteration_started: float | None = None
-        self.started_at = time.time()
+        super().__init__(spec, keeper=keeper, notifier=notifier, on_exit=on_exit)
         self._thread = threading.Thread(
-            target=self._run, name=f"pb-{spec.job_id}-{spec.worker_index}", daemon=True
+            target=self.run_slot, name=f"pb-{spec.job_id}-{spec.worker_index}", daemon=True
         )
-
-    @property
-    def slot(self) -> tuple[str, int]:
-        return (self.spec.job_id, self.spec.worker_index)
 
     def start(self) -> None:
         self._thread.start()
-
-    def stop(self, reason: str) -> None:
-        """Ask the worker to stop at the next record boundary (or wait, or sleep)."""
-        if not self._stop_event.is_set():
-            self.stop_reason = reason
-        self._halt = True
-        self._cut = True
-        self._stop_event.set()
-        self._wake.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop_event.is_set()
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
-
-    # -- the thread --------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        spec = self.spec
-        try:
-            job = spec.job_class(
-                job_id=spec.job_id,
-                worker_index=spec.worker_index,
-                options=spec.options,
-                stop_event=self._stop_event,
-            )
-            while not self._halt:
-                self._iteration(job)
-                if job._abort:
-                    self.outcome = "aborted"
-                    logger.info("%s: status_abort() called; a fresh worker starts later", job)
-                    return
-                pause = job._sleep_for
-                if pause:
-                    self._stop_event.wait(pause)
-            self.outcome = "stopped"
-        except Exception as exc:
-            self.outcome = "failed"
-            self.error = f"{type(exc).__name__}: {exc}"
-            logger.exception(
-                "job %s worker %d raised; the worker restarts after a backoff",
-                spec.job_id,
-                spec.worker_index,
-            )
-        finally:
-            self._on_exit(self)
-
-    def _iteration(self, job: Base) -> None:
-        job._sleep_for = None
-        try:
-            job.before_perform()
-            lease = self._acquire()
-            if lease is None:
-                self.skipped += 1
-                return
-            job.fencing_token = lease.fence
-            job._lease_remaining = lease.remaining
-            self.iteration_started = time.time()
-            began = time.monotonic()
-            try:
-                self._process(job, lease)
-            finally:
-                self.iteration_started = None
-                job._lease_remaining = None
-                self._lease = None
-                self._keeper.drop(lease)
-                self._release(lease)
-                if lease.lost:
-                    self.lock_losses += 1
-                    logger.warning(
-                        "job %s worker %d lost its worker lock (%s); the iteration was stopped "
-                        "and unlock_records ran",
-                        job.job_id,
-                        job.worker_index,
-                        lease.lost_reason,
-                    )
-                if self.spec.on_iteration is not None:
-                    self.spec.on_iteration(job.job_id, time.monotonic() - began)
-            self.iterations += 1
-            self.succeeded = True
-        finally:
-            job.after_perform()
-
-    def _process(self, job: Base, lease: Lease) -> None:
-        primary: BaseException | None = None
-        try:
-            records = job.lock_records()
-            if records is not None:
-                process = job.process_record
-                count = 0
-                try:
-                    for record in records:
-                        if self._cut:
-                            break
-                        process(record)
-                        count += 1
-                finally:
-                    self.records += count
-        except BaseException as exc:
-            primary = exc
-            raise
-        finally:
-            try:
-                job.unlock_records()
-            except Exception:
-                if primary is None:
-                    raise
-                logger.exception(
-                    "job %s worker %d: unlock_records raised while handling another error",
-                    job.job_id,
-                    job.worker_index,
-                )
-        if not lease.lost and time.monotonic() >= lease.deadline:
-            lease.lost = True
-            lease.lost_reason = "its deadline passed before it could be renewed"
-
-    def _acquire(self) -> Lease | None:
-        spec = self.spec
-        driver = spec.driver_class(spec.lock_context)
-        hint = driver.wait_hint()
-        deadline = time.monotonic() + spec.acquire_timeout
-        delay = ACQUIRE_RETRY_MIN
-        if hint is not None:
-            self._notifier.subscribe(hint, self._wake)
-        held = False
-        try:
-            while not self._halt:
-                self._wake.clear()
-                if not self._keeper.membership_valid():
-                    # Without a live membership a lock taken now would be invalid at once.
-                    self._wake.wait(delay)
-                    delay = min(delay * 2, ACQUIRE_RETRY_MAX)
-                    continue
-                epoch = self._keeper.epoch
-                attempt_at = time.monotonic()
-                try:
-                    fence = driver.try_acquire()
-                except CorruptStateError as exc:
-                    logger.error("job %s worker %d: %s", spec.job_id, spec.worker_index, exc)
-                    fence = None
-                except BackendError as exc:
-                    logger.warning(
-                        "job %s worker %d: could not reach the backend to take the worker "
-                        "lock (%s); retrying",
-                        spec.job_id,
-                        spec.worker_index,
-                        exc,
-                    )
-                    fence = None
-                if fence is not None:
-                    # Cleared before _halt is read, so a stop in between is never lost.
-                    self._cut = False
-                    if self._halt:
-                        self._cut = True
-                    lease = self._keeper.hold(
-                        driver, fence, attempt_at, self._lease_lost, epoch=epoch
-                    )
-                    self._lease = lease
-                    if lease.lost:  # cut before it was this worker's current lease
-                        self._cut = True
-                    held = True
-                    if self._halt:
-                        self._lease = None
-                        self._keeper.drop(lease)
-                        self._release(lease)
-                        return None
-                    return lease
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    logger.info(
-                        "job %s worker %d: worker lock still held elsewhere after %.1fs; "
-                        "skipping this iteration",
-                        spec.job_id,
-                        spec.worker_index,
-                        spec.acquire_timeout,
-                    )
-                    return None
-                self._wake.wait(min(remaining, delay * random.uniform(0.5, 1.5)))
-                delay = min(delay * 2, ACQUIRE_RETRY_MAX)
-            return None
-        finally:
-            if hint is not None:
-                self._notifier.unsubscribe(hint, self._wake)
-            if not held:
-                driver.close()
-
-    def _lease_lost(self, lease: Lease) -> None:
-        # A renewal answer may arrive after its iteration ended: it must not cut the next one.
-        if lease is self._lease:
-            self._cut = True
-
-    def _release(self, lease: Lease) -> None:
-        try:
-            with lease.renew_lock:
-                lease.driver.release()
-        except BackendError as exc:
-            logger.warning(
-                "job %s worker %d: could not release the worker lock (%s); retrying in the "
-                "background",
-                self.spec.job_id,
-                self.spec.worker_index,
-                exc,
-            )
-            self._keeper.release_later(lease)
-            return
-        except BaseException:
-            lease.driver.close()
-            raise
-        lease.driver.close()

@@ -1,0 +1,332 @@
+"""The iteration protocol every worker kind shares, written once.
+
+A worker runs one job instance for one slot, iteration after iteration: ``before_perform`` ->
+the worker lock -> ``lock_records`` -> ``process_record`` per record (cut at a record boundary
+when the lock is lost or the slot must stop) -> ``unlock_records`` -> the lock released ->
+``after_perform`` -> the job's sleep or abort. A worker kind decides where that loop runs (a
+thread, an event loop, a child process) and how the job's methods are called
+(:meth:`Worker.call`); the lock, the lease and the bookkeeping are the same for all.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from ...backends.base import BackendError, CorruptStateError
+from ...job import Base, JobControl
+from ...locks.base import LockContext, LockDriver
+from ..leases import Lease, LeaseKeeper
+from ..wakeups import Notifier
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: First and largest pause between two attempts to take a busy worker lock. A release
+#: notification ends the pause early, so these only matter when notifications are missed.
+ACQUIRE_RETRY_MIN = 0.02
+ACQUIRE_RETRY_MAX = 0.5
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs that does not change while it runs."""
+
+    job_id: str
+    worker_index: int
+    job_class: type[Base]
+    options: dict[str, Any]
+    driver_class: type[LockDriver]
+    lock_context: LockContext
+    acquire_timeout: float
+    #: Called with (job_id, seconds) after every iteration that held the lock (for metrics).
+    on_iteration: Callable[[str, float], None] | None = None
+    #: The worker kind running the slot (the job's ``worker:`` option).
+    kind: str = "thread"
+
+
+class Worker(abc.ABC):
+    """Runs ``spec.job_class`` for one slot until stopped, aborted or failed.
+
+    ``outcome`` ends as ``"stopped"`` (asked to stop), ``"aborted"`` (the job called
+    ``status_abort()``) or ``"failed"`` (the job raised; ``error`` holds the text).
+    Subclasses run :meth:`run_slot` somewhere (:meth:`start`) and may change how the job's
+    methods are called (:meth:`call`); they must call ``on_exit`` once when the slot ends,
+    which :meth:`run_slot` does.
+    """
+
+    #: The name a job's ``worker:`` option gives this kind.
+    kind: ClassVar[str]
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        *,
+        keeper: LeaseKeeper,
+        notifier: Notifier,
+        on_exit: Callable[[Worker], None],
+    ) -> None:
+        self.spec = spec
+        self._keeper = keeper
+        self._notifier = notifier
+        self._on_exit = on_exit
+        self._stop_event = threading.Event()
+        self._wake = threading.Event()
+        self._halt = False  # end the worker after the current iteration
+        self._cut = False  # end the current iteration at the next record boundary
+        self._lease: Lease | None = None  # the lock the current iteration holds
+        self.outcome: str | None = None
+        self.error: str | None = None
+        self.stop_reason = ""
+        self.iterations = 0
+        self.records = 0
+        self.lock_losses = 0
+        self.skipped = 0
+        self.succeeded = False
+        self.iteration_started: float | None = None
+        self.started_at = time.time()
+        #: What the job tells this worker (sleep, abort) and may read of it (lease left).
+        self.control = JobControl(self._stop_event)
+
+    @property
+    def slot(self) -> tuple[str, int]:
+        return (self.spec.job_id, self.spec.worker_index)
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Begin running :meth:`run_slot` (on a thread, an event loop, ...)."""
+
+    def stop(self, reason: str) -> None:
+        """Ask the worker to stop at the next record boundary (or wait, or sleep)."""
+        if not self._stop_event.is_set():
+            self.stop_reason = reason
+        self._halt = True
+        self._cut = True
+        self._stop_event.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_event.is_set()
+
+    @abc.abstractmethod
+    def is_alive(self) -> bool:
+        """The slot's loop has not ended yet."""
+
+    @abc.abstractmethod
+    def join(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` seconds for the slot's loop to end."""
+
+    def call(self, method: Callable[..., T], *args: Any) -> T:
+        """Call one of the job's methods; a kind whose jobs run elsewhere (an event loop, a
+        child process) overrides this."""
+        return method(*args)
+
+    def make_job(self) -> Base:
+        spec = self.spec
+        return spec.job_class(
+            job_id=spec.job_id,
+            worker_index=spec.worker_index,
+            options=spec.options,
+            control=self.control,
+        )
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    def run_slot(self) -> None:
+        """Iterations until stopped, aborted or failed; then ``on_exit``."""
+        spec = self.spec
+        control = self.control
+        try:
+            job = self.make_job()
+            while not self._halt:
+                self._iteration(job)
+                if control.abort:
+                    self.outcome = "aborted"
+                    logger.info("%s: status_abort() called; a fresh worker starts later", job)
+                    return
+                pause = control.sleep_for
+                if pause:
+                    self._stop_event.wait(pause)
+            self.outcome = "stopped"
+        except Exception as exc:
+            self.outcome = "failed"
+            self.error = f"{type(exc).__name__}: {exc}"
+            logger.exception(
+                "job %s worker %d raised; the worker restarts after a backoff",
+                spec.job_id,
+                spec.worker_index,
+            )
+        finally:
+            self._on_exit(self)
+
+    def _iteration(self, job: Base) -> None:
+        self.control.sleep_for = None
+        try:
+            self.call(job.before_perform)
+            lease = self._acquire()
+            if lease is None:
+                self.skipped += 1
+                return
+            job.fencing_token = lease.fence
+            self.control.lease_remaining = lease.remaining
+            self.iteration_started = time.time()
+            began = time.monotonic()
+            try:
+                self._process(job, lease)
+            finally:
+                self.iteration_started = None
+                self.control.lease_remaining = None
+                self._lease = None
+                self._keeper.drop(lease)
+                self._release(lease)
+                if lease.lost:
+                    self.lock_losses += 1
+                    logger.warning(
+                        "job %s worker %d lost its worker lock (%s); the iteration was stopped "
+                        "and unlock_records ran",
+                        job.job_id,
+                        job.worker_index,
+                        lease.lost_reason,
+                    )
+                if self.spec.on_iteration is not None:
+                    self.spec.on_iteration(job.job_id, time.monotonic() - began)
+            self.iterations += 1
+            self.succeeded = True
+        finally:
+            self.call(job.after_perform)
+
+    def _process(self, job: Base, lease: Lease) -> None:
+        primary: BaseException | None = None
+        try:
+            records = self.call(job.lock_records)
+            if records is not None:
+                process = job.process_record
+                call = self.call
+                count = 0
+                try:
+                    for record in records:
+                        if self._cut:
+                            break
+                        call(process, record)
+                        count += 1
+                finally:
+                    self.records += count
+        except BaseException as exc:
+            primary = exc
+            raise
+        finally:
+            try:
+                self.call(job.unlock_records)
+            except Exception:
+                if primary is None:
+                    raise
+                logger.exception(
+                    "job %s worker %d: unlock_records raised while handling another error",
+                    job.job_id,
+                    job.worker_index,
+                )
+        if not lease.lost and time.monotonic() >= lease.deadline:
+            lease.lost = True
+            lease.lost_reason = "its deadline passed before it could be renewed"
+
+    def _acquire(self) -> Lease | None:
+        spec = self.spec
+        driver = spec.driver_class(spec.lock_context)
+        hint = driver.wait_hint()
+        deadline = time.monotonic() + spec.acquire_timeout
+        delay = ACQUIRE_RETRY_MIN
+        if hint is not None:
+            self._notifier.subscribe(hint, self._wake)
+        held = False
+        try:
+            while not self._halt:
+                self._wake.clear()
+                if not self._keeper.membership_valid():
+                    # Without a live membership a lock taken now would be invalid at once.
+                    self._wake.wait(delay)
+                    delay = min(delay * 2, ACQUIRE_RETRY_MAX)
+                    continue
+                epoch = self._keeper.epoch
+                attempt_at = time.monotonic()
+                try:
+                    fence = driver.try_acquire()
+                except CorruptStateError as exc:
+                    logger.error("job %s worker %d: %s", spec.job_id, spec.worker_index, exc)
+                    fence = None
+                except BackendError as exc:
+                    logger.warning(
+                        "job %s worker %d: could not reach the backend to take the worker "
+                        "lock (%s); retrying",
+                        spec.job_id,
+                        spec.worker_index,
+                        exc,
+                    )
+                    fence = None
+                if fence is not None:
+                    # Cleared before _halt is read, so a stop in between is never lost.
+                    self._cut = False
+                    if self._halt:
+                        self._cut = True
+                    lease = self._keeper.hold(
+                        driver, fence, attempt_at, self._lease_lost, epoch=epoch
+                    )
+                    self._lease = lease
+                    if lease.lost:  # cut before it was this worker's current lease
+                        self._cut = True
+                    held = True
+                    if self._halt:
+                        self._lease = None
+                        self._keeper.drop(lease)
+                        self._release(lease)
+                        return None
+                    return lease
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    logger.info(
+                        "job %s worker %d: worker lock still held elsewhere after %.1fs; "
+                        "skipping this iteration",
+                        spec.job_id,
+                        spec.worker_index,
+                        spec.acquire_timeout,
+                    )
+                    return None
+                self._wake.wait(min(remaining, delay * random.uniform(0.5, 1.5)))
+                delay = min(delay * 2, ACQUIRE_RETRY_MAX)
+            return None
+        finally:
+            if hint is not None:
+                self._notifier.unsubscribe(hint, self._wake)
+            if not held:
+                driver.close()
+
+    def _lease_lost(self, lease: Lease) -> None:
+        # A renewal answer may arrive after its iteration ended: it must not cut the next one.
+        if lease is self._lease:
+            self._cut = True
+
+    def _release(self, lease: Lease) -> None:
+        try:
+            with lease.renew_lock:
+                lease.driver.release()
+        except BackendError as exc:
+            logger.warning(
+                "job %s worker %d: could not release the worker lock (%s); retrying in the "
+                "background",
+                self.spec.job_id,
+                self.spec.worker_index,
+                exc,
+            )
+            self._keeper.release_later(lease)
+            return
+        except BaseException:
+            lease.driver.close()
+            raise
+        lease.driver.close()
