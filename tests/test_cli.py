@@ -283,3 +283,37 @@ def test_run_with_no_jobs_warns_in_one_line_and_keeps_running(tmp_path, spawn, j
         "`jobs: {my_job: {class: myapp.jobs:MyJob}}`"
     )
     assert proc.popen.poll() is None
+
+
+def test_the_help_summaries_are_the_commands_own_first_paragraphs() -> None:
+    import importlib
+
+    from process_balancer.cli import COMMANDS, SUMMARIES
+
+    assert list(SUMMARIES) == list(COMMANDS)
+    for name, target in COMMANDS.items():
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(f"process_balancer.cli.{module}"), attribute)
+        assert command.name == name
+        assert SUMMARIES[name] == " ".join(command.help.split("\n\n")[0].split()), name
+
+
+def test_version_and_the_package_import_nothing_heavy() -> None:
+    """``import process_balancer`` loads no runtime, backend or config module, and
+    ``--version`` imports no subcommand: both start in a blink."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, process_balancer; "
+        "print(sorted(m for m in sys.modules if m.startswith('process_balancer')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['process_balancer']"
+    code = (
+        "import sys; from process_balancer.cli import main\n"
+        "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('process_balancer')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "['process_balancer', 'process_balancer.cli']"
