@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import difflib
 import logging
-import math
 import os
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from . import defaults
+from . import checks, defaults
 from .loader import ConfigError, format_problem, load_job_class, read_config_file
 
 if TYPE_CHECKING:
@@ -61,8 +58,6 @@ JOB_KEYS = (
     "max_workers",
     "worker",
 )
-
-_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -109,143 +104,6 @@ class Settings:
         return job.max_workers if job is not None else self.max_workers
 
 
-class _Invalid(Exception):
-    """One problem with one value; the caller knows the file and key path."""
-
-
-class _Problems:
-    """Collects problem lines for one source (a file, or none for settings passed in code)."""
-
-    def __init__(self, source: Path | None) -> None:
-        self.source = source
-        self.lines: list[str] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.lines.append(format_problem(self.source, path, message))
-
-    def raise_if_any(self) -> None:
-        if self.lines:
-            raise ConfigError(*self.lines)
-
-
-# -- value checks ------------------------------------------------------------------------------
-
-
-def _show(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null (empty)"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, (list, tuple, set)):
-        return "a list"
-    return repr(value)
-
-
-def _integer(value: object, minimum: int, wanted: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _Invalid(f"must be {wanted}, got {_show(value)}")
-    return value
-
-
-def _max_workers(value: object) -> int:
-    limit = defaults.MAX_WORKERS_HARD_LIMIT
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
-        raise _Invalid(f"must be an integer from 1 to {limit:,}, got {_show(value)}")
-    return value
-
-
-def _seconds(value: object, *, positive: bool) -> float:
-    if (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value > 0 or (value == 0 and not positive))
-    ):
-        return float(value)
-    wanted = "a positive" if positive else "a non-negative"
-    raise _Invalid(f"must be {wanted} number of seconds, got {_show(value)}")
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
-
-
-def _backend(value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _Invalid(
-            f"must be a backend URL such as {defaults.BACKEND_URL!r}, got {_show(value)}"
-        )
-    from ..backends import registry
-
-    try:
-        registry.check_url(value)
-    except ValueError as exc:
-        raise _Invalid(str(exc)) from None
-    return value
-
-
-def _worker_kind(value: object) -> str:
-    from ..runtime.workers import KINDS
-
-    if not isinstance(value, str) or value not in KINDS:
-        hint = " (the number of workers is `workers:`)" if isinstance(value, int) else ""
-        raise _Invalid(f"must be one of {', '.join(sorted(KINDS))}, got {_show(value)}{hint}")
-    return value
-
-
-def _namespace(value: object) -> str:
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise _Invalid(
-            f"must be a non-empty string of letters, digits, '_', '.' and '-', got {_show(value)}"
-        )
-    return value
-
-
-def _port(value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise _Invalid(f"must be a TCP port from 1 to 65535, or null for none, got {_show(value)}")
-    return value
-
-
-def _host(value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
-        raise _Invalid(
-            f"must be a host name or IP address to bind to, such as '0.0.0.0', got {_show(value)}"
-        )
-    return value
-
-
-_SETTINGS_CHECKS: dict[str, Callable[[object], Any]] = {
-    "backend": _backend,
-    "namespace": _namespace,
-    "max_threads": lambda v: _integer(v, 1, "an integer >= 1"),
-    "shutdown_timeout": lambda v: _seconds(v, positive=False),
-    "heartbeat_interval": lambda v: _seconds(v, positive=True),
-    "process_expiry": lambda v: _seconds(v, positive=True),
-    "metrics_port": _port,
-    "metrics_host": _host,
-    "max_workers": _max_workers,
-}
-
-
-def _unknown_key(key: object, allowed: Iterable[str], what: str) -> str:
-    allowed = list(allowed)
-    close = difflib.get_close_matches(str(key), allowed, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"unknown {what}; {hint}allowed keys: {', '.join(allowed)}"
-
-
-# -- reading the file --------------------------------------------------------------------------
-
-
 def find_config_file(path: str | os.PathLike[str] | None = None) -> Path | None:
     """Return the config file to read: ``path`` if given (it must exist), else the first of
     :data:`defaults.CONFIG_PATHS` that exists in the working directory, else None."""
@@ -269,29 +127,29 @@ _INVALID = object()
 
 
 def _check_settings(
-    problems: _Problems, prefix: str, raw: object, found: dict[str, tuple[Any, str]]
+    problems: checks.Problems, prefix: str, raw: object, found: dict[str, tuple[Any, str]]
 ) -> None:
     """Validate one settings mapping and merge its values over ``found`` (key -> value, path)."""
     if raw is None:
         return
     if not isinstance(raw, Mapping):
-        problems.add(prefix.rstrip("."), f"must be a mapping of settings, got {_show(raw)}")
+        problems.add(prefix.rstrip("."), f"must be a mapping of settings, got {checks.show(raw)}")
         return
     for key, value in raw.items():
         path = f"{prefix}{key}"
-        check = _SETTINGS_CHECKS.get(key) if isinstance(key, str) else None
+        check = checks.SETTINGS_CHECKS.get(key) if isinstance(key, str) else None
         if check is None:
-            problems.add(path, _unknown_key(key, SETTINGS_KEYS, "setting"))
+            problems.add(path, checks.unknown_key(key, SETTINGS_KEYS, "setting"))
             continue
         try:
             found[key] = (check(value), path)
-        except _Invalid as exc:
+        except checks.Invalid as exc:
             problems.add(path, str(exc))
             found[key] = (_INVALID, path)
 
 
 def _build(
-    problems: _Problems,
+    problems: checks.Problems,
     found: dict[str, tuple[Any, str]],
     environ: Mapping[str, str],
     environment: str,
@@ -306,8 +164,8 @@ def _build(
         backend = defaults.BACKEND_URL
         if environ.get("REDIS_URL"):
             try:
-                backend = _backend(environ["REDIS_URL"])
-            except _Invalid as exc:
+                backend = checks.backend(environ["REDIS_URL"])
+            except checks.Invalid as exc:
                 problems.add("backend (from REDIS_URL)", str(exc))
     interval = get("heartbeat_interval", defaults.HEARTBEAT_INTERVAL)
     expiry = get("process_expiry", defaults.PROCESS_EXPIRY)
@@ -339,51 +197,59 @@ def _build(
 
 
 def _check_job(
-    problems: _Problems, job_id: object, entry: object, global_max: tuple[Any, str]
+    problems: checks.Problems, job_id: object, entry: object, global_max: tuple[Any, str]
 ) -> JobConfig | None:
     """Validate one job entry; ``global_max`` is the merged global ``max_workers`` (value, key
     path), the job's ceiling unless it sets its own."""
     path = f"jobs.{job_id}"
-    if not isinstance(job_id, str) or not _NAME.fullmatch(job_id):
+    if not isinstance(job_id, str) or not checks.NAME.fullmatch(job_id):
         problems.add(
             path,
             "a job id must be a non-empty string of letters, digits, '_', '.' and '-', "
-            f"got {_show(job_id)}",
+            f"got {checks.show(job_id)}",
         )
         return None
     if not isinstance(entry, Mapping):
-        problems.add(path, f"must be a mapping with at least a 'class' key, got {_show(entry)}")
+        problems.add(
+            path, f"must be a mapping with at least a 'class' key, got {checks.show(entry)}"
+        )
         return None
     start = len(problems.lines)
     class_path = entry.get("class")
     if "class" not in entry:
         problems.add(f"{path}.class", "missing; name the job class as 'module:Class'")
     elif not isinstance(class_path, str) or not class_path.strip():
-        problems.add(f"{path}.class", f"must be a 'module:Class' string, got {_show(class_path)}")
+        problems.add(
+            f"{path}.class", f"must be a 'module:Class' string, got {checks.show(class_path)}"
+        )
 
     def optional(key: str, check: Callable[[object], Any], default: Any) -> Any:
         if key not in entry:
             return default
         try:
             return check(entry[key])
-        except _Invalid as exc:
+        except checks.Invalid as exc:
             problems.add(f"{path}.{key}", str(exc))
             return default
 
-    workers = optional("workers", lambda v: _integer(v, 0, "a non-negative integer"), None)
+    workers = optional("workers", lambda v: checks.integer(v, 0, "a non-negative integer"), None)
     lock_timeout = optional(
-        "runtime_lock_timeout", lambda v: _seconds(v, positive=True), defaults.RUNTIME_LOCK_TIMEOUT
+        "runtime_lock_timeout",
+        lambda v: checks.seconds(v, positive=True),
+        defaults.RUNTIME_LOCK_TIMEOUT,
     )
     acquire_timeout = optional(
-        "lock_acquire_timeout", lambda v: _seconds(v, positive=True), defaults.LOCK_ACQUIRE_TIMEOUT
+        "lock_acquire_timeout",
+        lambda v: checks.seconds(v, positive=True),
+        defaults.LOCK_ACQUIRE_TIMEOUT,
     )
     grace = optional(
-        "takeover_grace", lambda v: _seconds(v, positive=False), defaults.TAKEOVER_GRACE
+        "takeover_grace", lambda v: checks.seconds(v, positive=False), defaults.TAKEOVER_GRACE
     )
-    worker = optional("worker", _worker_kind, defaults.WORKER_KIND)
+    worker = optional("worker", checks.worker_kind, defaults.WORKER_KIND)
     max_workers, max_origin = global_max
     if "max_workers" in entry:
-        max_workers = optional("max_workers", _max_workers, _INVALID)
+        max_workers = optional("max_workers", checks.max_workers, _INVALID)
         max_origin = f"{path}.max_workers"
     if workers is not None and max_workers is not _INVALID and workers > max_workers:
         own = f"{path}.max_workers"
@@ -435,7 +301,7 @@ def load_config(
     environ = os.environ if environ is None else environ
     environment = env or environ.get("APP_ENV") or defaults.ENVIRONMENT
     source = find_config_file(path)
-    problems = _Problems(source)
+    problems = checks.Problems(source)
     found: dict[str, tuple[Any, str]] = {}
     if source is None:
         return _build(problems, found, environ, environment, {})
@@ -445,11 +311,13 @@ def load_config(
         data = {}
     if not isinstance(data, Mapping):
         allowed = ", ".join(TOP_LEVEL_KEYS)
-        problems.add("(top level)", f"must be a mapping with the keys {allowed}, got {_show(data)}")
+        problems.add(
+            "(top level)", f"must be a mapping with the keys {allowed}, got {checks.show(data)}"
+        )
         data = {}
     for key in data:
         if key not in TOP_LEVEL_KEYS:
-            problems.add(str(key), _unknown_key(key, TOP_LEVEL_KEYS, "top-level key"))
+            problems.add(str(key), checks.unknown_key(key, TOP_LEVEL_KEYS, "top-level key"))
 
     _check_settings(problems, "global.", data.get("global"), found)
     environments = data.get("environments")
@@ -460,7 +328,7 @@ def load_config(
     elif environments is not None:
         problems.add(
             "environments",
-            f"must be a mapping of environment names to settings, got {_show(environments)}",
+            f"must be a mapping of environment names to settings, got {checks.show(environments)}",
         )
 
     jobs: dict[str, JobConfig] = {}
@@ -472,7 +340,9 @@ def load_config(
             if job is not None:
                 jobs[job.job_id] = job
     elif raw_jobs is not None:
-        problems.add("jobs", f"must be a mapping of job ids to job entries, got {_show(raw_jobs)}")
+        problems.add(
+            "jobs", f"must be a mapping of job ids to job entries, got {checks.show(raw_jobs)}"
+        )
     return _build(problems, found, environ, environment, jobs)
 
 
@@ -493,7 +363,7 @@ def settings_from(
         if key not in SETTINGS_KEYS:
             raise TypeError(f"settings_from() got an unexpected keyword argument {key!r}")
     given = {"backend": backend, "namespace": namespace, **overrides}
-    problems = _Problems(None)
+    problems = checks.Problems(None)
     found: dict[str, tuple[Any, str]] = {}
     _check_settings(problems, "", {k: v for k, v in given.items() if v is not None}, found)
     environment = environ.get("APP_ENV") or defaults.ENVIRONMENT

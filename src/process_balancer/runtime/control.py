@@ -1,0 +1,157 @@
+"""How a running process is told what to do: signals, remote commands, backend events and
+calls from embedding code all end as a request the manager's loop carries out."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from types import FrameType
+from typing import Any
+
+from ..backends.base import COMMANDS, Backend, BackendError
+from .observer import Observer
+from .wakeups import Notifier
+
+logger = logging.getLogger(__name__)
+
+
+def make_identity() -> str:
+    """``hostname:pid:nonce``: unique even when a pid is reused on the same host."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def thread_dump() -> str:
+    """Every thread's current stack, as text."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    parts = []
+    for ident, frame in sys._current_frames().items():
+        stack = "".join(traceback.format_stack(frame))
+        parts.append(f"Thread {names.get(ident, '?')} ({ident}):\n{stack}")
+    return "\n".join(parts)
+
+
+class Controls:
+    """The manager's requests, signal handlers, remote commands and the read-only state
+    observers see (a mixin of Manager)."""
+
+    identity: str
+    backend: Backend
+    notifier: Notifier
+    _wake: threading.Event
+    _listener_stop: threading.Event
+    _stop_requested: bool
+    _quiet: bool
+    _dump_requested: bool
+    _signals_seen: int
+    _joined_once: bool
+    _stopping: bool
+    jobs: dict[str, Any]
+    observers: list[Observer]
+
+    # -- requests (signal handlers, remote commands, embedding code) -------------------------
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        self._wake.set()
+
+    def request_quiet(self) -> None:
+        self._quiet = True
+        self._wake.set()
+
+    def request_dump(self) -> None:
+        self._dump_requested = True
+        self._wake.set()
+
+    # -- events, commands, signals -----------------------------------------------------------
+
+    def _listen(self) -> None:
+        self.backend.listen(self._on_event, self._listener_stop)
+
+    def _on_event(self, message: str) -> None:
+        if message == "assignment" or message == f"command {self.identity}":
+            self._wake.set()
+        elif message.startswith("released "):
+            self.notifier.notify(message)
+
+    def _command(self, command: dict[str, Any]) -> None:
+        name = command.get("command")
+        logger.info("remote command %r received (id %s)", name, command.get("id", "none"))
+        if name == "quiet":
+            self.request_quiet()
+        elif name == "stop":
+            self.request_stop()
+        elif name == "dump":
+            self.request_dump()
+        else:
+            logger.warning(
+                "ignoring unknown remote command %r; known: %s", command, ", ".join(COMMANDS)
+            )
+            return
+        self._ack_command(command)
+
+    def _ack_command(self, command: dict[str, Any]) -> None:
+        command_id = command.get("id")
+        if not isinstance(command_id, str) or not command_id:
+            return
+        try:
+            self.backend.ack_command(self.identity, command_id, time.time())
+        except BackendError as exc:
+            logger.warning(
+                "could not acknowledge remote command %s (%s); it was carried out, the sender "
+                "reports it as not acknowledged",
+                command_id,
+                exc,
+            )
+
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGUSR1, self._on_quiet_signal)
+        signal.signal(signal.SIGTSTP, self._on_quiet_signal)
+        signal.signal(signal.SIGTTIN, self._on_dump_signal)
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals_seen += 1
+        if self._signals_seen > 1:
+            # A second INT/TERM means "now": no waiting for iterations, no clean leave.
+            os.write(2, b"second stop signal: exiting at once\n")
+            os._exit(1)
+        logger.info("received %s", signal.Signals(signum).name)
+        self.request_stop()
+
+    def _on_quiet_signal(self, signum: int, frame: FrameType | None) -> None:
+        logger.info("received %s: going quiet, giving up every slot", signal.Signals(signum).name)
+        self.request_quiet()
+
+    def _on_dump_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.request_dump()
+
+    # -- operations: state read by probes and metrics, command acknowledgements -------------
+
+    def _observe_iteration(self, job_id: str, seconds: float) -> None:
+        for observer in self.observers:
+            observer.observe_iteration(job_id, seconds)
+
+    @property
+    def job_ids(self) -> list[str]:
+        return list(self.jobs)
+
+    @property
+    def joined(self) -> bool:
+        """This process has joined the group (a heartbeat of it has succeeded)."""
+        return self._joined_once
+
+    @property
+    def quiet(self) -> bool:
+        return self._quiet
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
