@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import secrets
 import threading
 import time
@@ -28,22 +27,31 @@ from ..base import (
     Acquired,
     Backend,
     BackendError,
-    CorruptStateError,
     GroupSnapshot,
     HeartbeatResult,
     Inspection,
     MigrateResult,
     RepairReport,
 )
-from ..codec import RawGroup, RawMember, count_problem, count_value, decode_group, report_once
+from ..codec import RawGroup, RawMember, decode_group
 from ..codec import dumps as _dumps
 from ..codec import parse_slots as _parse_slots
+from ..common import (
+    decode_commands,
+    hold_ms,
+    listen_with_retry,
+    lock_ttl_ms,
+    log_takeover,
+    ms,
+    readable_pauses,
+    runtime_count,
+    seconds,
+    unplaced_slots,
+)
 from ..counts import argument, outcome
 from .connections import ConnectionPool, channel_name, connect, one_line, parse_url, quote_ident
 from .repair import Group, repair
 from .schema import ensure_schema, migrate
-
-logger = logging.getLogger(__name__)
 
 #: Connections one process keeps for calls (the listener has its own). Calls are one short
 #: round trip each, so one connection carries them all; see ``connections.py``.
@@ -189,11 +197,11 @@ class PostgresBackend(Backend):
                 identity,
                 _dumps(traits),
                 _dumps(info),
-                int(expiry * 1000),
+                ms(expiry),
                 seen_assignment_version,
                 self.channel,
                 PRUNE_BATCH,
-                max(0, int(hold * 1000)),
+                hold_ms(hold),
                 known_incarnation,
                 known_version,
             ),
@@ -201,20 +209,14 @@ class PostgresBackend(Backend):
         slots = None
         if slots_raw is not None:
             slots = _parse_slots(slots_raw, self._where("pb_assignments", identity))
-        commands = []
-        for command in json.loads(commands_raw):
-            if not isinstance(command, dict):
-                logger.warning("ignoring unreadable remote command %r for %s", command, identity)
-                continue
-            commands.append(command)
         return HeartbeatResult(
             joined=bool(joined),
             changed=bool(changed),
             version=int(version),
             assignment_version=int(av),
             slots=slots,
-            commands=commands,
-            next_expiry=None if next_expiry_ms is None else int(next_expiry_ms) / 1000.0,
+            commands=decode_commands(json.loads(commands_raw), identity, parsed=True),
+            next_expiry=None if next_expiry_ms is None else seconds(int(next_expiry_ms)),
             incarnation=str(incarnation),
             server_time=float(server_time),
             new_incarnation=str(why or ""),
@@ -223,7 +225,7 @@ class PostgresBackend(Backend):
     def reset_incarnation(self, expected: str, hold: float) -> str:
         (current,) = self._fetch(
             "reset_incarnation",
-            (self.namespace, expected, max(0, int(hold * 1000)), self.channel),
+            (self.namespace, expected, hold_ms(hold), self.channel),
         )
         return str(current)
 
@@ -303,13 +305,8 @@ class PostgresBackend(Backend):
             f"SELECT count FROM {self._s}.pb_counts WHERE namespace = %s AND job_id = %s",
             (self.namespace, job_id),
         )
-        if not rows or rows[0][0] is None:
-            return None
-        count = count_value(rows[0][0])
-        if count is None:
-            where = self._where("pb_counts", job_id) + ".count"
-            raise CorruptStateError(str(count_problem(rows[0][0], where)))
-        return count
+        where = self._where("pb_counts", job_id) + ".count"
+        return runtime_count(rows[0][0] if rows else None, where)
 
     def set_count(
         self,
@@ -360,24 +357,17 @@ class PostgresBackend(Backend):
             "WHERE namespace = %s AND resume_to IS NOT NULL",
             (self.namespace,),
         )
-        paused = {}
-        for job_id, raw in rows:
-            count = count_value(raw)
-            if count is None:
-                where = self._where("pb_counts", job_id) + ".resume_to"
-                report_once(count_problem(raw, where, "paused", job_id))
-                continue
-            paused[str(job_id)] = count
-        return paused
+        return readable_pauses(
+            (job_id, raw, self._where("pb_counts", job_id) + ".resume_to") for job_id, raw in rows
+        )
 
     def unplaced(self) -> dict[str, list[int]]:
         rows = self._rows(
             f"SELECT unplaced::text FROM {self._s}.pb_groups WHERE namespace = %s",
             (self.namespace,),
         )
-        raw = rows[0][0] if rows else "{}"
         where = f"{self.schema}.pb_groups[{self.namespace}].unplaced"
-        return {job: list(indexes) for job, indexes in _parse_slots(raw, where).items()}
+        return unplaced_slots(rows[0][0] if rows else "{}", where)
 
     # -- remote commands ---------------------------------------------------------------------
 
@@ -412,21 +402,19 @@ class PostgresBackend(Backend):
                 name,
                 token,
                 holder,
-                max(1, int(ttl * 1000)),
-                max(0, int(grace * 1000)),
+                lock_ttl_ms(ttl),
+                hold_ms(grace),
             ),
         )
         if status == 0:
             return None
         if status == 2:
-            logger.warning(
-                "worker lock %s taken over from %s, whose membership has expired", name, previous
-            )
+            log_takeover(name, previous)
         return Acquired(token=token, fence=int(fence))
 
     def lock_renew(self, name: str, token: str, ttl: float, *, grace: float = 0.0) -> bool:
         (renewed,) = self._fetch(
-            "lock_renew", (self.namespace, name, token, max(1, int((ttl + grace) * 1000)))
+            "lock_renew", (self.namespace, name, token, lock_ttl_ms(ttl + grace))
         )
         return bool(renewed)
 
@@ -437,35 +425,31 @@ class PostgresBackend(Backend):
     # -- notifications -----------------------------------------------------------------------
 
     def listen(self, on_event: Callable[[str], None], stop: threading.Event) -> None:
-        delay = 0.1
-        while not stop.is_set():
-            conn: psycopg.Connection[Any] | None = None
+        def listen_once(subscribed: Callable[[], None]) -> None:
+            conn = connect(
+                self.target.conninfo,
+                purpose=f"{self.namespace} listener",
+                display=self.display_url,
+            )
             try:
-                conn = connect(
-                    self.target.conninfo,
-                    purpose=f"{self.namespace} listener",
-                    display=self.display_url,
-                )
                 conn.execute(f"LISTEN {quote_ident(self.channel)}")
-                on_event("subscribed")
-                delay = 0.1
+                subscribed()
                 while not stop.is_set():
                     # notifies() ends after the timeout, so a set ``stop`` is seen promptly.
                     for note in conn.notifies(timeout=0.5):
                         on_event(note.payload)
-            except (psycopg.Error, BackendError) as exc:
-                logger.warning(
-                    "LISTEN on PostgreSQL at %s failed (%s); retrying in %.1fs",
-                    self.display_url,
-                    one_line(exc),
-                    delay,
-                )
-                stop.wait(delay)
-                delay = min(delay * 2, 5.0)
             finally:
-                if conn is not None:
-                    with contextlib.suppress(psycopg.Error):
-                        conn.close()
+                with contextlib.suppress(psycopg.Error):
+                    conn.close()
+
+        listen_with_retry(
+            listen_once,
+            on_event,
+            stop,
+            failures=(psycopg.Error, BackendError),
+            what=f"LISTEN on PostgreSQL at {self.display_url}",
+            explain=one_line,
+        )
 
     def ping(self) -> float:
         """Round-trip time to PostgreSQL in seconds."""

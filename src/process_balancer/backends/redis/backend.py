@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import secrets
 import threading
 import time
@@ -30,17 +28,26 @@ from ..base import (
     Problem,
     RepairReport,
 )
-from ..codec import RawGroup, RawMember, corrupt, count_problem, count_value, decode_group, shown
+from ..codec import RawGroup, RawMember, corrupt, decode_group, shown
 from ..codec import dumps as _dumps
 from ..codec import integer as _int
 from ..codec import parse_slots as _parse_slots
 from ..codec import report_once as _report_once
 from ..codec import version_value as _version_value
+from ..common import (
+    decode_commands,
+    hold_ms,
+    listen_with_retry,
+    lock_ttl_ms,
+    log_takeover,
+    ms,
+    readable_pauses,
+    runtime_count,
+    seconds,
+    unplaced_slots,
+)
 from ..counts import argument, outcome
 from .repair import plan_repair
-
-logger = logging.getLogger(__name__)
-
 
 _SCRIPTS = (
     "heartbeat",
@@ -226,11 +233,11 @@ class RedisBackend(Backend):
                 identity,
                 _dumps(traits),
                 _dumps(info),
-                int(expiry * 1000),
+                ms(expiry),
                 str(seen_assignment_version),
                 self.channel,
                 PRUNE_BATCH,
-                max(0, int(hold * 1000)),
+                hold_ms(hold),
                 known_incarnation,
                 known_version,
             ],
@@ -261,26 +268,16 @@ class RedisBackend(Backend):
         slots = None
         if slots_raw is not None:
             slots = _parse_slots(slots_raw, f"{self._assignment}[{identity}]")
-        commands = []
-        for raw in commands_raw:
-            try:
-                command = json.loads(raw)
-                if not isinstance(command, dict):
-                    raise ValueError("not an object")
-            except (TypeError, ValueError):
-                logger.warning("ignoring unreadable remote command %r for %s", raw, identity)
-                continue
-            commands.append(command)
         return HeartbeatResult(
             joined=bool(joined),
             changed=bool(changed),
             version=_int(version, self._version),
             assignment_version=_int(av, self._assignment_version),
             slots=slots,
-            commands=commands,
-            next_expiry=None if next_expiry_ms < 0 else next_expiry_ms / 1000.0,
+            commands=decode_commands(commands_raw, identity),
+            next_expiry=None if next_expiry_ms < 0 else seconds(next_expiry_ms),
             incarnation=str(incarnation),
-            server_time=now_ms / 1000.0,
+            server_time=seconds(now_ms),
             new_incarnation=str(why or ""),
         )
 
@@ -297,7 +294,7 @@ class RedisBackend(Backend):
         current = self._run(
             "reset_incarnation",
             [self._incarnation, self._version],
-            [expected, max(0, int(hold * 1000)), self.channel],
+            [expected, hold_ms(hold), self.channel],
         )
         return str(current)
 
@@ -335,7 +332,7 @@ class RedisBackend(Backend):
         traits = _pairs(traits_raw)
         infos = _pairs(info_raw)
         raw = RawGroup(
-            now=now_ms / 1000.0,
+            now=seconds(now_ms),
             version=(self._version, version),
             assignment_version=(self._assignment_version, av),
             unplaced=(self._unplaced, unpl),
@@ -349,7 +346,7 @@ class RedisBackend(Backend):
             raw.members.append(
                 RawMember(
                     identity=identity,
-                    deadline=float(deadline) / 1000.0,
+                    deadline=seconds(float(deadline)),
                     traits=traits.get(identity, "{}"),
                     info=infos.get(identity, "{}"),
                     where=f"{self._members}[{identity}]",
@@ -461,12 +458,7 @@ class RedisBackend(Backend):
     def get_count(self, job_id: str) -> int | None:
         with self._errors(self._counts):
             raw = self.client.hget(self._counts, job_id)
-        if raw is None:
-            return None
-        count = count_value(raw)
-        if count is None:
-            raise CorruptStateError(str(count_problem(raw, f"{self._counts}[{job_id}]")))
-        return count
+        return runtime_count(raw, f"{self._counts}[{job_id}]")
 
     def set_count(
         self,
@@ -517,20 +509,14 @@ class RedisBackend(Backend):
     def paused_counts(self) -> dict[str, int]:
         with self._errors(self._paused):
             raw = self.client.hgetall(self._paused)
-        counts: dict[str, int] = {}
-        for job_id, value in raw.items():
-            count = count_value(value)
-            if count is None:
-                _report_once(count_problem(value, f"{self._paused}[{job_id!s}]", "paused"))
-                continue
-            counts[str(job_id)] = count
-        return counts
+        return readable_pauses(
+            (job_id, value, f"{self._paused}[{job_id!s}]") for job_id, value in raw.items()
+        )
 
     def unplaced(self) -> dict[str, list[int]]:
         with self._errors(self._unplaced):
             raw = self.client.get(self._unplaced)
-        parsed = _parse_slots(str(raw or "{}"), self._unplaced)
-        return {job: list(indexes) for job, indexes in parsed.items()}
+        return unplaced_slots(str(raw or "{}"), self._unplaced)
 
     # -- remote commands ---------------------------------------------------------------------
 
@@ -599,7 +585,7 @@ class RedisBackend(Backend):
                 self._incarnation,
                 self._departed,
             ],
-            [token, holder, max(1, int((ttl + grace) * 1000)), max(0, int(grace * 1000))],
+            [token, holder, lock_ttl_ms(ttl + grace), hold_ms(grace)],
         )
         status = int(result[0])
         if status == 5:
@@ -612,18 +598,14 @@ class RedisBackend(Backend):
         if status in (0, 3, 4):
             return None
         if status == 2:
-            logger.warning(
-                "worker lock %s taken over from %s, whose membership has expired",
-                name,
-                result[2],
-            )
+            log_takeover(name, result[2])
         return Acquired(token=token, fence=int(result[1]))
 
     def lock_renew(self, name: str, token: str, ttl: float, *, grace: float = 0.0) -> bool:
         renewed = self._run(
             "lock_renew",
             [self.key("lock", name), self._incarnation],
-            [token, max(1, int((ttl + grace) * 1000))],
+            [token, lock_ttl_ms(ttl + grace)],
         )
         return bool(renewed)
 
@@ -634,29 +616,26 @@ class RedisBackend(Backend):
     # -- notifications -----------------------------------------------------------------------
 
     def listen(self, on_event: Callable[[str], None], stop: threading.Event) -> None:
-        delay = 0.1
-        while not stop.is_set():
+        def listen_once(subscribed: Callable[[], None]) -> None:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(self.channel)
-                on_event("subscribed")
-                delay = 0.1
+                subscribed()
                 while not stop.is_set():
                     message = pubsub.get_message(timeout=0.5)
                     if message is not None and message.get("type") == "message":
                         on_event(str(message["data"]))
-            except redis.RedisError as exc:
-                logger.warning(
-                    "event subscription to Redis at %s failed (%s); retrying in %.1fs",
-                    self.display_url,
-                    exc,
-                    delay,
-                )
-                stop.wait(delay)
-                delay = min(delay * 2, 5.0)
             finally:
                 with contextlib.suppress(redis.RedisError):
                     pubsub.close()
+
+        listen_with_retry(
+            listen_once,
+            on_event,
+            stop,
+            failures=(redis.RedisError,),
+            what=f"event subscription to Redis at {self.display_url}",
+        )
 
     def ping(self) -> float:
         """Round-trip time to Redis in seconds."""
