@@ -13,7 +13,8 @@ None, or the one-line error a person can act on.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, NoReturn
 
 from ..config.defaults import MAX_WORKERS_HARD_LIMIT
 from .base import CorruptStateError
@@ -26,6 +27,9 @@ __all__ = [
     "NOT_A_COUNT",
     "argument",
     "ceiling",
+    "count_to_pause",
+    "count_to_resume",
+    "count_to_set",
     "outcome",
     "parse",
 ]
@@ -151,3 +155,94 @@ def outcome(
             "process-balancer scale"
         )
     raise CorruptStateError(f"unexpected answer {status!r} to a count write for job {job_id!r}")
+
+
+# The backends that run in Python (SQLite, in-memory) decide a count write as set_count.lua,
+# pause.lua and resume.lua do: every value is checked as the decimal string it would be sent
+# to a script as, and a refusal raises before anything is written.
+
+
+def _refuse(
+    operation: Operation,
+    job_id: str,
+    status: int,
+    value: object,
+    limit: int,
+    *,
+    to: object = None,
+    by: object = None,
+    where: str = "",
+) -> NoReturn:
+    outcome(operation, job_id, status, value, limit, to=to, by=by, where=where)
+    raise AssertionError(f"status {status} of a {operation} is not a refusal")
+
+
+def count_to_set(
+    job_id: str,
+    stored: Callable[[], object],
+    *,
+    to: object,
+    by: object,
+    default: object,
+    maximum: object,
+    where: str,
+) -> int:
+    """The count Backend.set_count stores, or its ValueError (or CorruptStateError).
+
+    ``stored`` reads the runtime count as stored (None: none is set); it is read only for a
+    change ``by``, which starts from it (else from ``default``). ``where`` names it.
+    """
+    limit = ceiling(argument(maximum))
+
+    def refuse(status: int, value: object) -> NoReturn:
+        _refuse("set", job_id, status, value, limit, to=to, by=by, where=where)
+
+    if to is not None:
+        new = parse(argument(to), 0, limit)
+        return refuse(NOT_A_COUNT, to) if new is None else new
+    change = parse(argument(by), -HARD_LIMIT, HARD_LIMIT)
+    if change is None:
+        refuse(NOT_A_COUNT, by)
+    raw = stored()
+    if raw is None:
+        current = parse(argument(default), 0, limit)
+        if current is None:
+            refuse(BAD_DEFAULT, default)
+    else:
+        current = parse(raw, 0, HARD_LIMIT)
+        if current is None:
+            refuse(CORRUPT, raw)
+    new = current + change
+    if new < 0:
+        refuse(0, current)
+    if new > limit:
+        refuse(ABOVE_CEILING, new)
+    return new
+
+
+def count_to_pause(
+    job_id: str, stored: object, *, default: object, maximum: object, where: str
+) -> int:
+    """The count Backend.pause remembers (the runtime count ``stored`` at ``where``, else
+    ``default``), or its ValueError (or CorruptStateError). The caller has checked that the
+    job is not paused already."""
+    limit = ceiling(argument(maximum))
+    current = parse(argument(default) if stored is None else stored, 0, HARD_LIMIT)
+    if current is None:
+        status, value = (BAD_DEFAULT, default) if stored is None else (CORRUPT, stored)
+        _refuse("pause", job_id, status, value, limit, where=where)
+    if current > limit:
+        _refuse("pause", job_id, ABOVE_CEILING, current, limit)
+    return current
+
+
+def count_to_resume(job_id: str, stored: object, *, maximum: object, where: str) -> int:
+    """The count Backend.resume restores (``stored`` at ``where``, not None), or its
+    ValueError (or CorruptStateError)."""
+    limit = ceiling(argument(maximum))
+    count = parse(stored, 0, HARD_LIMIT)
+    if count is None:
+        _refuse("resume", job_id, CORRUPT, stored, limit, where=where)
+    if count > limit:
+        _refuse("resume", job_id, ABOVE_CEILING, count, limit)
+    return count

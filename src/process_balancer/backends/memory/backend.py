@@ -17,8 +17,6 @@ It neither outlives the process nor reaches another one, so a config file cannot
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -26,26 +24,30 @@ from typing import Any
 
 from ...config.defaults import MAX_WORKERS
 from ..base import (
-    ACK_TTL_MS,
-    COMMAND_TTL_MS,
     Acquired,
     Backend,
     BackendError,
-    CorruptStateError,
     GroupSnapshot,
     HeartbeatResult,
     Inspection,
     RepairReport,
 )
-from ..codec import count_problem, count_value, decode_group, integer
+from ..codec import decode_group, integer
 from ..codec import dumps as _dumps
 from ..codec import parse_slots as _parse_slots
-from ..codec import report_once as _report_once
+from ..common import (
+    ACK_TTL,
+    COMMAND_TTL,
+    decode_commands,
+    lock_lifetime,
+    log_takeover,
+    readable_pauses,
+    runtime_count,
+    unplaced_slots,
+)
 from .store import Clock, Group, HeldLock, ManualClock, is_time, open_store, wipe
 
 __all__ = ["ManualClock", "MemoryBackend", "store_name", "wipe"]
-
-logger = logging.getLogger(__name__)
 
 
 def store_name(url: str) -> str:
@@ -156,8 +158,9 @@ class MemoryBackend(Backend):
             version=version,
             assignment_version=av,
             slots=slots,
-            # Written by send_command from a mapping: each is an object.
-            commands=[json.loads(body) for expires_at, body in queued if expires_at > now],
+            commands=decode_commands(
+                [body for expires_at, body in queued if expires_at > now], identity
+            ),
             next_expiry=max(0.0, min(others) - now) if others else None,
             incarnation=incarnation,
             server_time=now,
@@ -246,12 +249,7 @@ class MemoryBackend(Backend):
     def get_count(self, job_id: str) -> int | None:
         with self._group() as (group, _):
             raw = group.counts.get(job_id)
-        if raw is None:
-            return None
-        count = count_value(raw)
-        if count is None:
-            raise CorruptStateError(str(count_problem(raw, self._where("counts", job_id))))
-        return count
+        return runtime_count(raw, self._where("counts", job_id))
 
     def set_count(
         self,
@@ -290,20 +288,12 @@ class MemoryBackend(Backend):
     def paused_counts(self) -> dict[str, int]:
         with self._group() as (group, _):
             stored = list(group.paused.items())
-        paused = {}
-        for job_id, raw in stored:
-            count = count_value(raw)
-            if count is None:
-                _report_once(count_problem(raw, self._where("paused", job_id), "paused", job_id))
-                continue
-            paused[job_id] = count
-        return paused
+        return readable_pauses((job, raw, self._where("paused", job)) for job, raw in stored)
 
     def unplaced(self) -> dict[str, list[int]]:
         with self._group() as (group, _):
             raw = group.unplaced
-        parsed = _parse_slots(raw or "{}", self._where("unplaced"))
-        return {job: list(indexes) for job, indexes in parsed.items()}
+        return unplaced_slots(raw or "{}", self._where("unplaced"))
 
     # -- remote commands ---------------------------------------------------------------------
 
@@ -317,7 +307,7 @@ class MemoryBackend(Backend):
             deadline = group.members.get(identity)
             if not is_time(deadline) or deadline <= now:
                 return False
-            group.commands[identity].append((now + COMMAND_TTL_MS / 1000, body))
+            group.commands[identity].append((now + COMMAND_TTL, body))
             # Wake the member now; it also finds the command at its next heartbeat.
             self.store.publish(self.namespace, f"command {identity}")
         return True
@@ -328,7 +318,7 @@ class MemoryBackend(Backend):
             acks = group.acks.get(command_id, (0.0, {}))[1]
             acks[identity] = at
             # Every acknowledgement renews the expiry of the whole command's, as Redis's does.
-            group.acks[command_id] = (now + ACK_TTL_MS / 1000, acks)
+            group.acks[command_id] = (now + ACK_TTL, acks)
 
     def command_acks(self, command_id: str) -> dict[str, float]:
         with self._group() as (group, now):
@@ -363,12 +353,10 @@ class MemoryBackend(Backend):
             # At least the clock in microseconds: tokens keep increasing across a wipe.
             fence = max(group.fences.get(name, 0) + 1, int(now * 1_000_000))
             group.fences[name] = fence
-            expires_at = now + max(0.001, ttl + grace)
+            expires_at = now + lock_lifetime(ttl + grace)
             group.locks[name] = HeldLock(token, fence, group.incarnation, holder, expires_at)
         if previous is not None:
-            logger.warning(
-                "worker lock %s taken over from %s, whose membership has expired", name, previous
-            )
+            log_takeover(name, previous)
         return Acquired(token=token, fence=fence)
 
     def lock_renew(self, name: str, token: str, ttl: float, *, grace: float = 0.0) -> bool:
@@ -378,7 +366,7 @@ class MemoryBackend(Backend):
                 return False
             if lock.incarnation != group.incarnation:
                 return False  # a lock of an earlier incarnation is never renewed
-            lock.expires_at = now + max(0.001, ttl + grace)
+            lock.expires_at = now + lock_lifetime(ttl + grace)
             return True
 
     def lock_release(self, name: str, token: str) -> bool:

@@ -25,17 +25,7 @@ from typing import Any, TypeGuard
 
 from ..base import PRUNE_BATCH
 from ..codec import Decoded, RawGroup, RawMember, version_value
-from ..counts import (
-    ABOVE_CEILING,
-    BAD_DEFAULT,
-    CORRUPT,
-    HARD_LIMIT,
-    NOT_A_COUNT,
-    argument,
-    ceiling,
-    outcome,
-    parse,
-)
+from ..counts import count_to_pause, count_to_resume, count_to_set
 
 #: A clock returning seconds since the epoch, like ``time.time``.
 Clock = Callable[[], float]
@@ -212,44 +202,23 @@ class Group:
             self.version, self.assignment_version = version, 0
         return actions
 
-    # Counts follow set_count.lua, pause.lua and resume.lua: every value is checked as the
-    # decimal string it would be sent to a script as, and a refusal changes nothing. The
-    # caller bumps the version when a count is returned.
+    # Counts are decided as set_count.lua, pause.lua and resume.lua decide them (see
+    # ..counts), and a refusal changes nothing. The caller bumps the version when a count is
+    # returned.
 
     def set_count(
         self, job_id: str, to: object, by: object, default: object, maximum: object, where: Where
     ) -> int:
         """Set or change the count (see Backend.set_count); ValueError when refused."""
-        limit = ceiling(argument(maximum))
-
-        def refused(status: int, value: object) -> int:
-            place = where("counts", job_id)
-            count = outcome("set", job_id, status, value, limit, to=to, by=by, where=place)
-            assert count is not None
-            return count
-
-        if to is not None:
-            new = parse(argument(to), 0, limit)
-            if new is None:
-                return refused(NOT_A_COUNT, to)
-        else:
-            change = parse(argument(by), -HARD_LIMIT, HARD_LIMIT)
-            if change is None:
-                return refused(NOT_A_COUNT, by)
-            raw = self.counts.get(job_id)
-            if raw is None:
-                current = parse(argument(default), 0, limit)
-                if current is None:
-                    return refused(BAD_DEFAULT, default)
-            else:
-                current = parse(raw, 0, HARD_LIMIT)
-                if current is None:
-                    return refused(CORRUPT, raw)
-            new = current + change
-            if new < 0:
-                return refused(0, current)
-            if new > limit:
-                return refused(ABOVE_CEILING, new)
+        new = count_to_set(
+            job_id,
+            lambda: self.counts.get(job_id),
+            to=to,
+            by=by,
+            default=default,
+            maximum=maximum,
+            where=where("counts", job_id),
+        )
         self.counts[job_id] = new
         # A count set while the job is paused ends the pause: the latest word wins.
         self.paused.pop(job_id, None)
@@ -257,31 +226,21 @@ class Group:
 
     def pause(self, job_id: str, default: object, maximum: object, where: Where) -> int | None:
         """Remember the count and set it to 0; None when paused already."""
-        limit = ceiling(argument(maximum))
         if job_id in self.paused:
             return None
         raw = self.counts.get(job_id)
-        current = parse(argument(default) if raw is None else raw, 0, HARD_LIMIT)
-        if current is None:
-            status, value = (BAD_DEFAULT, default) if raw is None else (CORRUPT, raw)
-            return outcome("pause", job_id, status, value, limit, where=where("counts", job_id))
-        if current > limit:
-            return outcome("pause", job_id, ABOVE_CEILING, current, limit)
+        place = where("counts", job_id)
+        current = count_to_pause(job_id, raw, default=default, maximum=maximum, where=place)
         self.paused[job_id] = current
         self.counts[job_id] = 0
         return current
 
     def resume(self, job_id: str, maximum: object, where: Where) -> int | None:
         """Restore the remembered count and forget it; None when not paused."""
-        limit = ceiling(argument(maximum))
         raw = self.paused.get(job_id)
         if raw is None:
             return None
-        count = parse(raw, 0, HARD_LIMIT)
-        if count is None:
-            return outcome("resume", job_id, CORRUPT, raw, limit, where=where("paused", job_id))
-        if count > limit:
-            return outcome("resume", job_id, ABOVE_CEILING, count, limit)
+        count = count_to_resume(job_id, raw, maximum=maximum, where=where("paused", job_id))
         self.counts[job_id] = count
         del self.paused[job_id]
         return count

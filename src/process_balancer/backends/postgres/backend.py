@@ -8,154 +8,47 @@ go out with ``pg_notify`` on the group's channel with the payloads Redis publish
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import secrets
-import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
-from psycopg import errors
 
 from ...config.defaults import MAX_WORKERS
 from ..base import (
-    ACK_TTL_MS,
-    COMMAND_TTL_MS,
     PRUNE_BATCH,
-    Acquired,
-    Backend,
     BackendError,
-    CorruptStateError,
     GroupSnapshot,
     HeartbeatResult,
     Inspection,
-    MigrateResult,
     RepairReport,
 )
-from ..codec import RawGroup, RawMember, count_problem, count_value, decode_group, report_once
+from ..codec import RawGroup, RawMember, decode_group
 from ..codec import dumps as _dumps
 from ..codec import parse_slots as _parse_slots
+from ..common import (
+    decode_commands,
+    hold_ms,
+    ms,
+    readable_pauses,
+    runtime_count,
+    seconds,
+    unplaced_slots,
+)
 from ..counts import argument, outcome
-from .connections import ConnectionPool, channel_name, connect, one_line, parse_url, quote_ident
-from .repair import Group, repair
-from .schema import ensure_schema, migrate
-
-logger = logging.getLogger(__name__)
-
-#: Connections one process keeps for calls (the listener has its own). Calls are one short
-#: round trip each, so one connection carries them all; see ``connections.py``.
-POOL_SIZE = 1
-#: Calls served before the others waiting for the connection: what keeps the membership and
-#: the held worker locks alive.
-URGENT_CALLS = frozenset({"heartbeat", "leave", "lock_renew"})
-
-_SNAPSHOT = """
-WITH t AS MATERIALIZED (SELECT clock_timestamp() AS now)
-SELECT
-    extract(epoch FROM t.now)::float8,
-    coalesce(g.version, 0),
-    coalesce(g.assignment_version, 0),
-    coalesce(g.unplaced::text, '{{}}'),
-    (SELECT coalesce(json_agg(json_build_array(m.identity, extract(epoch FROM m.deadline)::float8,
-                                               m.traits::text, m.info::text)
-                              ORDER BY m.deadline, m.identity), '[]')
-     FROM {s}.pb_members m WHERE m.namespace = %(ns)s AND m.deadline > t.now),
-    (SELECT coalesce(json_agg(json_build_array(c.job_id, c.count)), '[]')
-     FROM {s}.pb_counts c WHERE c.namespace = %(ns)s AND c.count IS NOT NULL),
-    (SELECT coalesce(json_agg(json_build_array(a.identity, a.slots::text)), '[]')
-     FROM {s}.pb_assignments a WHERE a.namespace = %(ns)s),
-    (SELECT coalesce(json_agg(json_build_array(c.job_id, c.resume_to)), '[]')
-     FROM {s}.pb_counts c WHERE c.namespace = %(ns)s AND c.resume_to IS NOT NULL)
-FROM t LEFT JOIN {s}.pb_groups g ON g.namespace = %(ns)s
-"""
+from .commands import PostgresCommands
+from .locks import PostgresLocks
+from .repair import repair
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(PostgresLocks, PostgresCommands):
     """Shared group state in PostgreSQL tables of one schema, rows keyed by namespace.
 
     Opening it checks the tables and creates them on first use (see ``migrate``).
+    Membership, the assignment and the worker counts are here; worker locks in
+    :mod:`.locks`, remote commands and events in :mod:`.commands`, the pool and the
+    statements in :mod:`.client`.
     """
-
-    @classmethod
-    def migrate(cls, url: str) -> MigrateResult:
-        return migrate(parse_url(url))
-
-    def __init__(self, url: str, namespace: str, *, create_tables: bool = True) -> None:
-        self.url = url
-        self.namespace = namespace
-        self.target = parse_url(url)
-        self.schema = self.target.schema
-        self.channel = channel_name(self.schema, namespace)
-        self._s = self.target.quoted_schema
-        self._pool = ConnectionPool(
-            self.target.conninfo, size=POOL_SIZE, purpose=namespace, display=self.display_url
-        )
-        if create_tables:
-            try:
-                with self._pool.connection() as conn:
-                    ensure_schema(conn, self.target)
-            except BaseException:
-                self._pool.close()
-                raise
-        self._sql = {
-            name: f"SELECT * FROM {self._s}.pb_{name}({', '.join(['%s'] * arity)})"
-            for name, arity in (
-                ("leave", 3),
-                ("set_count", 7),
-                ("clear_count", 3),
-                ("pause", 5),
-                ("resume", 4),
-                ("ack_command", 5),
-                ("lock_acquire", 6),
-                ("reset_incarnation", 4),
-                ("lock_renew", 4),
-                ("lock_release", 4),
-            )
-        }
-        self._sql["heartbeat"] = (
-            f"SELECT * FROM {self._s}.pb_heartbeat("
-            "%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s, %s, %s)"
-        )
-        self._sql["write_assignment"] = (
-            f"SELECT * FROM {self._s}.pb_write_assignment(%s, %s, %s::jsonb, %s::jsonb, %s)"
-        )
-        self._sql["send_command"] = (
-            f"SELECT * FROM {self._s}.pb_send_command(%s, %s, %s::jsonb, %s, %s)"
-        )
-        self._sql["snapshot"] = _SNAPSHOT.format(s=self._s)
-        self._group = Group(self.schema, self._s, namespace, self.channel)
-
-    def _where(self, table: str, key: str) -> str:
-        return f"{self.schema}.{table}[{self.namespace}/{key}]"
-
-    def _error(self, exc: psycopg.Error) -> BackendError:
-        if isinstance(exc, (errors.UndefinedTable, errors.UndefinedFunction)):
-            return BackendError(
-                f"the process-balancer tables in schema {self.schema!r} of {self.display_url} "
-                f"are missing or incomplete ({one_line(exc.diag.message_primary)}); run "
-                f"`process-balancer migrate --backend URL`"
-            )
-        return BackendError(f"PostgreSQL at {self.display_url}: {one_line(exc)}")
-
-    def _fetch(self, name: str, params: tuple[Any, ...] | dict[str, Any]) -> tuple[Any, ...]:
-        try:
-            with self._pool.connection(urgent=name in URGENT_CALLS) as conn:
-                row = conn.execute(self._sql[name], params).fetchone()
-        except psycopg.Error as exc:
-            raise self._error(exc) from exc
-        if row is None:
-            raise BackendError(f"PostgreSQL at {self.display_url}: {name} returned no row")
-        return tuple(row)
-
-    def _rows(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        try:
-            with self._pool.connection() as conn:
-                return [tuple(row) for row in conn.execute(query, params).fetchall()]
-        except psycopg.Error as exc:
-            raise self._error(exc) from exc
 
     # -- membership --------------------------------------------------------------------------
 
@@ -189,11 +82,11 @@ class PostgresBackend(Backend):
                 identity,
                 _dumps(traits),
                 _dumps(info),
-                int(expiry * 1000),
+                ms(expiry),
                 seen_assignment_version,
                 self.channel,
                 PRUNE_BATCH,
-                max(0, int(hold * 1000)),
+                hold_ms(hold),
                 known_incarnation,
                 known_version,
             ),
@@ -201,20 +94,14 @@ class PostgresBackend(Backend):
         slots = None
         if slots_raw is not None:
             slots = _parse_slots(slots_raw, self._where("pb_assignments", identity))
-        commands = []
-        for command in json.loads(commands_raw):
-            if not isinstance(command, dict):
-                logger.warning("ignoring unreadable remote command %r for %s", command, identity)
-                continue
-            commands.append(command)
         return HeartbeatResult(
             joined=bool(joined),
             changed=bool(changed),
             version=int(version),
             assignment_version=int(av),
             slots=slots,
-            commands=commands,
-            next_expiry=None if next_expiry_ms is None else int(next_expiry_ms) / 1000.0,
+            commands=decode_commands(json.loads(commands_raw), identity, parsed=True),
+            next_expiry=None if next_expiry_ms is None else seconds(int(next_expiry_ms)),
             incarnation=str(incarnation),
             server_time=float(server_time),
             new_incarnation=str(why or ""),
@@ -223,7 +110,7 @@ class PostgresBackend(Backend):
     def reset_incarnation(self, expected: str, hold: float) -> str:
         (current,) = self._fetch(
             "reset_incarnation",
-            (self.namespace, expected, max(0, int(hold * 1000)), self.channel),
+            (self.namespace, expected, hold_ms(hold), self.channel),
         )
         return str(current)
 
@@ -303,13 +190,8 @@ class PostgresBackend(Backend):
             f"SELECT count FROM {self._s}.pb_counts WHERE namespace = %s AND job_id = %s",
             (self.namespace, job_id),
         )
-        if not rows or rows[0][0] is None:
-            return None
-        count = count_value(rows[0][0])
-        if count is None:
-            where = self._where("pb_counts", job_id) + ".count"
-            raise CorruptStateError(str(count_problem(rows[0][0], where)))
-        return count
+        where = self._where("pb_counts", job_id) + ".count"
+        return runtime_count(rows[0][0] if rows else None, where)
 
     def set_count(
         self,
@@ -360,118 +242,14 @@ class PostgresBackend(Backend):
             "WHERE namespace = %s AND resume_to IS NOT NULL",
             (self.namespace,),
         )
-        paused = {}
-        for job_id, raw in rows:
-            count = count_value(raw)
-            if count is None:
-                where = self._where("pb_counts", job_id) + ".resume_to"
-                report_once(count_problem(raw, where, "paused", job_id))
-                continue
-            paused[str(job_id)] = count
-        return paused
+        return readable_pauses(
+            (job_id, raw, self._where("pb_counts", job_id) + ".resume_to") for job_id, raw in rows
+        )
 
     def unplaced(self) -> dict[str, list[int]]:
         rows = self._rows(
             f"SELECT unplaced::text FROM {self._s}.pb_groups WHERE namespace = %s",
             (self.namespace,),
         )
-        raw = rows[0][0] if rows else "{}"
         where = f"{self.schema}.pb_groups[{self.namespace}].unplaced"
-        return {job: list(indexes) for job, indexes in _parse_slots(raw, where).items()}
-
-    # -- remote commands ---------------------------------------------------------------------
-
-    def send_command(self, identity: str, command: Mapping[str, Any]) -> bool:
-        (queued,) = self._fetch(
-            "send_command",
-            (self.namespace, identity, _dumps(command), COMMAND_TTL_MS, self.channel),
-        )
-        return bool(queued)
-
-    def ack_command(self, identity: str, command_id: str, at: float) -> None:
-        self._fetch("ack_command", (self.namespace, command_id, identity, at, ACK_TTL_MS))
-
-    def command_acks(self, command_id: str) -> dict[str, float]:
-        rows = self._rows(
-            f"SELECT identity, acked_at FROM {self._s}.pb_acks WHERE namespace = %s "
-            "AND command_id = %s AND expires_at > clock_timestamp()",
-            (self.namespace, command_id),
-        )
-        return {str(identity): float(at) for identity, at in rows}
-
-    # -- worker locks ------------------------------------------------------------------------
-
-    def lock_acquire(
-        self, name: str, holder: str, ttl: float, *, grace: float = 0.0
-    ) -> Acquired | None:
-        token = secrets.token_hex(12)
-        status, fence, previous = self._fetch(
-            "lock_acquire",
-            (
-                self.namespace,
-                name,
-                token,
-                holder,
-                max(1, int(ttl * 1000)),
-                max(0, int(grace * 1000)),
-            ),
-        )
-        if status == 0:
-            return None
-        if status == 2:
-            logger.warning(
-                "worker lock %s taken over from %s, whose membership has expired", name, previous
-            )
-        return Acquired(token=token, fence=int(fence))
-
-    def lock_renew(self, name: str, token: str, ttl: float, *, grace: float = 0.0) -> bool:
-        (renewed,) = self._fetch(
-            "lock_renew", (self.namespace, name, token, max(1, int((ttl + grace) * 1000)))
-        )
-        return bool(renewed)
-
-    def lock_release(self, name: str, token: str) -> bool:
-        (released,) = self._fetch("lock_release", (self.namespace, name, token, self.channel))
-        return bool(released)
-
-    # -- notifications -----------------------------------------------------------------------
-
-    def listen(self, on_event: Callable[[str], None], stop: threading.Event) -> None:
-        delay = 0.1
-        while not stop.is_set():
-            conn: psycopg.Connection[Any] | None = None
-            try:
-                conn = connect(
-                    self.target.conninfo,
-                    purpose=f"{self.namespace} listener",
-                    display=self.display_url,
-                )
-                conn.execute(f"LISTEN {quote_ident(self.channel)}")
-                on_event("subscribed")
-                delay = 0.1
-                while not stop.is_set():
-                    # notifies() ends after the timeout, so a set ``stop`` is seen promptly.
-                    for note in conn.notifies(timeout=0.5):
-                        on_event(note.payload)
-            except (psycopg.Error, BackendError) as exc:
-                logger.warning(
-                    "LISTEN on PostgreSQL at %s failed (%s); retrying in %.1fs",
-                    self.display_url,
-                    one_line(exc),
-                    delay,
-                )
-                stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-            finally:
-                if conn is not None:
-                    with contextlib.suppress(psycopg.Error):
-                        conn.close()
-
-    def ping(self) -> float:
-        """Round-trip time to PostgreSQL in seconds."""
-        started = time.perf_counter()
-        self._rows("SELECT 1", ())
-        return time.perf_counter() - started
-
-    def close(self) -> None:
-        self._pool.close()
+        return unplaced_slots(rows[0][0] if rows else "{}", where)

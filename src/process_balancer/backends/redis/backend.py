@@ -2,197 +2,49 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
-import secrets
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
-from importlib import resources
+from collections.abc import Mapping
 from typing import Any
-
-import redis
 
 from ...config.defaults import MAX_WORKERS
 from ..base import (
-    ACK_TTL_MS,
-    COMMAND_TTL_MS,
     PRUNE_BATCH,
-    REPAIR_HINT,
-    Acquired,
-    Backend,
-    BackendError,
-    CorruptStateError,
     GroupSnapshot,
     HeartbeatResult,
     Inspection,
     Problem,
     RepairReport,
 )
-from ..codec import RawGroup, RawMember, corrupt, count_problem, count_value, decode_group, shown
+from ..codec import RawGroup, RawMember, decode_group
 from ..codec import dumps as _dumps
 from ..codec import integer as _int
 from ..codec import parse_slots as _parse_slots
-from ..codec import report_once as _report_once
-from ..codec import version_value as _version_value
+from ..common import (
+    decode_commands,
+    hold_ms,
+    ms,
+    readable_pauses,
+    runtime_count,
+    seconds,
+    unplaced_slots,
+)
 from ..counts import argument, outcome
+from .client import KEY_TYPES
+from .commands import RedisCommands
+from .locks import RedisLocks
 from .repair import plan_repair
 
-logger = logging.getLogger(__name__)
-
-
-_SCRIPTS = (
-    "heartbeat",
-    "snapshot",
-    "write_assignment",
-    "set_count",
-    "lock_acquire",
-    "lock_renew",
-    "lock_release",
-    "leave",
-    "send_command",
-    "pause",
-    "resume",
-    "reset_incarnation",
-    "repair",
-)
-
-#: The type each key of a group must have; a key that has another one was written by
-#: something else (a WRONGTYPE error names no key, so the keys are checked when one happens).
-KEY_TYPES = {
-    "members": "zset",
-    "traits": "hash",
-    "info": "hash",
-    "version": "string",
-    "assignment_version": "string",
-    "assignment": "hash",
-    "unplaced": "string",
-    "counts": "hash",
-    "paused": "hash",
-    "commands": "list",
-    "acks": "hash",
-    "lock": "string",
-    "fence": "string",
-    "incarnation": "hash",
-    "departed": "zset",
-}
-#: Keys that hold an integer the scripts increment or compare.
-_INTEGER_KEYS = ("version", "assignment_version", "fence")
 #: Fields of the heartbeat script's reply read here.
 _HEARTBEAT_FIELDS = 11
-
-
-def _load_script(name: str) -> str:
-    return (resources.files(__package__) / "lua" / f"{name}.lua").read_text()
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=False))
 
 
-class RedisBackend(Backend):
-    """Shared group state in Redis under ``<namespace>:`` keys."""
-
-    def __init__(self, url: str, namespace: str, *, socket_timeout: float = 5.0) -> None:
-        self.url = url
-        self.namespace = namespace
-        self.client: redis.Redis = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            health_check_interval=30,
-        )
-        self._scripts = {name: self.client.register_script(_load_script(name)) for name in _SCRIPTS}
-        prefix = f"{namespace}:"
-        self.channel = f"{prefix}events"
-        self._members = f"{prefix}members"
-        self._traits = f"{prefix}traits"
-        self._info = f"{prefix}info"
-        self._version = f"{prefix}version"
-        self._assignment_version = f"{prefix}assignment_version"
-        self._assignment = f"{prefix}assignment"
-        self._unplaced = f"{prefix}unplaced"
-        self._counts = f"{prefix}counts"
-        self._paused = f"{prefix}paused"
-        self._incarnation = f"{prefix}incarnation"
-        self._departed = f"{prefix}departed"
-        self._prefix = prefix
-
-    def key(self, *parts: str) -> str:
-        """A key inside this backend's namespace."""
-        return self._prefix + ":".join(parts)
-
-    def _commands_key(self, identity: str) -> str:
-        return self.key("commands", identity)
-
-    @contextlib.contextmanager
-    def _errors(self, *keys: str) -> Iterator[None]:
-        """Redis failures as BackendError; an error caused by what ``keys`` hold (a wrong
-        type, a version that is not an integer) as CorruptStateError naming them."""
-        try:
-            yield
-        except redis.ResponseError as exc:
-            raise self._explain(exc, keys) from exc
-        except redis.RedisError as exc:
-            raise BackendError(f"Redis at {self.display_url}: {exc}") from exc
-
-    def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        with self._errors(*keys):
-            return self._scripts[name](keys=keys, args=args)
-
-    def _kind(self, key: str) -> str:
-        """``members``, ``commands``, ``lock``...: what a key of this group is for."""
-        return key[len(self._prefix) :].split(":", 1)[0]
-
-    def _fix(self, kind: str) -> str:
-        if kind in ("lock", "fence"):
-            return (
-                "nothing to do: the runner lets an unreadable worker lock expire within the "
-                "job's runtime_lock_timeout + takeover_grace and replaces an unreadable "
-                "fencing counter"
-            )
-        if kind in ("counts", "paused"):
-            return (
-                "`process-balancer repair --yes` removes it; then set the counts again with "
-                "`process-balancer scale`"
-            )
-        return REPAIR_HINT
-
-    def diagnose(self, keys: tuple[str, ...] | list[str]) -> list[Problem]:
-        """What is wrong with ``keys``: a type other than the one each must have, or an
-        integer key (version, fencing counter) that holds something else."""
-        keys = [k for k in dict.fromkeys(keys) if self._kind(k) in KEY_TYPES]
-        try:
-            with self.client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.type(key)
-                    pipe.get(key) if self._kind(key) in _INTEGER_KEYS else pipe.exists(key)
-                found = pipe.execute(raise_on_error=False)
-        except redis.RedisError:
-            return []
-        problems = []
-        for key, kind, value in zip(keys, found[::2], found[1::2], strict=True):
-            part = self._kind(key)
-            expected = KEY_TYPES[part]
-            if isinstance(kind, str) and kind not in ("none", expected):
-                problems.append(
-                    Problem(key, f"is a {kind}, expected a {expected}", self._fix(part), part)
-                )
-            elif part in _INTEGER_KEYS and isinstance(value, str) and _version_value(value) is None:
-                problems.append(
-                    Problem(
-                        key, f"holds {shown(value)}, expected an integer", self._fix(part), part
-                    )
-                )
-        return problems
-
-    def _explain(self, exc: redis.ResponseError, keys: tuple[str, ...]) -> BackendError:
-        problems = self.diagnose(keys)
-        if problems:
-            return corrupt(problems)
-        return BackendError(f"Redis at {self.display_url}: {exc}")
+class RedisBackend(RedisLocks, RedisCommands):
+    """Shared group state in Redis under ``<namespace>:`` keys: membership, the assignment
+    and the worker counts here; worker locks in :mod:`.locks`, remote commands and events in
+    :mod:`.commands`, the connection and its keys in :mod:`.client`."""
 
     # -- membership --------------------------------------------------------------------------
 
@@ -226,11 +78,11 @@ class RedisBackend(Backend):
                 identity,
                 _dumps(traits),
                 _dumps(info),
-                int(expiry * 1000),
+                ms(expiry),
                 str(seen_assignment_version),
                 self.channel,
                 PRUNE_BATCH,
-                max(0, int(hold * 1000)),
+                hold_ms(hold),
                 known_incarnation,
                 known_version,
             ],
@@ -261,43 +113,24 @@ class RedisBackend(Backend):
         slots = None
         if slots_raw is not None:
             slots = _parse_slots(slots_raw, f"{self._assignment}[{identity}]")
-        commands = []
-        for raw in commands_raw:
-            try:
-                command = json.loads(raw)
-                if not isinstance(command, dict):
-                    raise ValueError("not an object")
-            except (TypeError, ValueError):
-                logger.warning("ignoring unreadable remote command %r for %s", raw, identity)
-                continue
-            commands.append(command)
         return HeartbeatResult(
             joined=bool(joined),
             changed=bool(changed),
             version=_int(version, self._version),
             assignment_version=_int(av, self._assignment_version),
             slots=slots,
-            commands=commands,
-            next_expiry=None if next_expiry_ms < 0 else next_expiry_ms / 1000.0,
+            commands=decode_commands(commands_raw, identity),
+            next_expiry=None if next_expiry_ms < 0 else seconds(next_expiry_ms),
             incarnation=str(incarnation),
-            server_time=now_ms / 1000.0,
+            server_time=seconds(now_ms),
             new_incarnation=str(why or ""),
-        )
-
-    def _bad_reply(self, script: str, keys: list[str], reply: Any) -> CorruptStateError:
-        problems = self.diagnose(keys)
-        if problems:
-            return corrupt(problems)
-        return CorruptStateError(
-            f"the {script} script answered {shown(reply)}, which is not what it returns for "
-            f"readable data in {', '.join(keys)}; {REPAIR_HINT}"
         )
 
     def reset_incarnation(self, expected: str, hold: float) -> str:
         current = self._run(
             "reset_incarnation",
             [self._incarnation, self._version],
-            [expected, max(0, int(hold * 1000)), self.channel],
+            [expected, hold_ms(hold), self.channel],
         )
         return str(current)
 
@@ -335,7 +168,7 @@ class RedisBackend(Backend):
         traits = _pairs(traits_raw)
         infos = _pairs(info_raw)
         raw = RawGroup(
-            now=now_ms / 1000.0,
+            now=seconds(now_ms),
             version=(self._version, version),
             assignment_version=(self._assignment_version, av),
             unplaced=(self._unplaced, unpl),
@@ -349,7 +182,7 @@ class RedisBackend(Backend):
             raw.members.append(
                 RawMember(
                     identity=identity,
-                    deadline=float(deadline) / 1000.0,
+                    deadline=seconds(float(deadline)),
                     traits=traits.get(identity, "{}"),
                     info=infos.get(identity, "{}"),
                     where=f"{self._members}[{identity}]",
@@ -415,26 +248,6 @@ class RedisBackend(Backend):
                     found.append(str(key))
         return self.diagnose(found)
 
-    def _lock_holders(self) -> dict[str, int]:
-        """identity -> ms its worker locks still live, for every holder of a lock now."""
-        holders: dict[str, int] = {}
-        with self._errors():
-            keys = [
-                str(k) for k in self.client.scan_iter(match=f"{self._prefix}lock:*", count=1000)
-            ]
-            with self.client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.get(key)
-                    pipe.pttl(key)
-                found = pipe.execute(raise_on_error=False)
-        for value, ttl in zip(found[::2], found[1::2], strict=True):
-            if isinstance(value, str) and isinstance(ttl, int) and ttl > 0:
-                # token fence incarnation holder (token fence holder from earlier versions)
-                parts = value.split(" ")
-                if len(parts) in (3, 4) and parts[1].isdigit():
-                    holders[parts[-1]] = max(holders.get(parts[-1], 0), ttl)
-        return holders
-
     def write_assignment(
         self,
         version: int,
@@ -461,12 +274,7 @@ class RedisBackend(Backend):
     def get_count(self, job_id: str) -> int | None:
         with self._errors(self._counts):
             raw = self.client.hget(self._counts, job_id)
-        if raw is None:
-            return None
-        count = count_value(raw)
-        if count is None:
-            raise CorruptStateError(str(count_problem(raw, f"{self._counts}[{job_id}]")))
-        return count
+        return runtime_count(raw, f"{self._counts}[{job_id}]")
 
     def set_count(
         self,
@@ -517,155 +325,11 @@ class RedisBackend(Backend):
     def paused_counts(self) -> dict[str, int]:
         with self._errors(self._paused):
             raw = self.client.hgetall(self._paused)
-        counts: dict[str, int] = {}
-        for job_id, value in raw.items():
-            count = count_value(value)
-            if count is None:
-                _report_once(count_problem(value, f"{self._paused}[{job_id!s}]", "paused"))
-                continue
-            counts[str(job_id)] = count
-        return counts
+        return readable_pauses(
+            (job_id, value, f"{self._paused}[{job_id!s}]") for job_id, value in raw.items()
+        )
 
     def unplaced(self) -> dict[str, list[int]]:
         with self._errors(self._unplaced):
             raw = self.client.get(self._unplaced)
-        parsed = _parse_slots(str(raw or "{}"), self._unplaced)
-        return {job: list(indexes) for job, indexes in parsed.items()}
-
-    # -- remote commands ---------------------------------------------------------------------
-
-    def send_command(self, identity: str, command: Mapping[str, Any]) -> bool:
-        queued = self._status(
-            self._run(
-                "send_command",
-                [self._members, self._commands_key(identity)],
-                [identity, _dumps(command), COMMAND_TTL_MS],
-            )
-        )
-        if queued:
-            # Wake the member now; it also finds the command at its next heartbeat.
-            with contextlib.suppress(redis.RedisError):
-                self.client.publish(self.channel, f"command {identity}")
-        return queued
-
-    def _status(self, reply: Any) -> bool:
-        """A script's 1 or 0; its ``{-1, "<key> <type>"...}`` (a key of the wrong type, nothing
-        written) as CorruptStateError naming those keys."""
-        if isinstance(reply, int):
-            return bool(reply)
-        problems = []
-        for entry in reply[1:] if isinstance(reply, list) else []:
-            key, _, found = str(entry).rpartition(" ")
-            part = self._kind(key)
-            expected = KEY_TYPES.get(part, "?")
-            problems.append(
-                Problem(key, f"is a {found}, expected a {expected}", self._fix(part), part)
-            )
-        if not problems:
-            raise CorruptStateError(f"a script answered {shown(reply)}; {REPAIR_HINT}")
-        raise corrupt(problems)
-
-    def ack_command(self, identity: str, command_id: str, at: float) -> None:
-        key = self.key("acks", command_id)
-        with self._errors(key), self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(key, identity, repr(at))
-            pipe.pexpire(key, ACK_TTL_MS)
-            pipe.execute()
-
-    def command_acks(self, command_id: str) -> dict[str, float]:
-        key = self.key("acks", command_id)
-        with self._errors(key):
-            raw = self.client.hgetall(key)
-        acks: dict[str, float] = {}
-        for identity, at in raw.items():
-            try:
-                acks[str(identity)] = float(at)
-            except ValueError:
-                acks[str(identity)] = 0.0  # acknowledged; only the time is unreadable
-        return acks
-
-    # -- worker locks ------------------------------------------------------------------------
-
-    def lock_acquire(
-        self, name: str, holder: str, ttl: float, *, grace: float = 0.0
-    ) -> Acquired | None:
-        token = secrets.token_hex(12)
-        result = self._run(
-            "lock_acquire",
-            [
-                self.key("lock", name),
-                self.key("fence", name),
-                self._members,
-                self._incarnation,
-                self._departed,
-            ],
-            [token, holder, max(1, int((ttl + grace) * 1000)), max(0, int(grace * 1000))],
-        )
-        status = int(result[0])
-        if status == 5:
-            _report_once(
-                f"{result[1]} holds {shown(result[2])}, which is not a process-balancer lock; "
-                "the slot is free when that key expires, within the lock's ttl and "
-                "takeover_grace (its holder, if any, cannot renew it and stops by then)"
-            )
-            return None
-        if status in (0, 3, 4):
-            return None
-        if status == 2:
-            logger.warning(
-                "worker lock %s taken over from %s, whose membership has expired",
-                name,
-                result[2],
-            )
-        return Acquired(token=token, fence=int(result[1]))
-
-    def lock_renew(self, name: str, token: str, ttl: float, *, grace: float = 0.0) -> bool:
-        renewed = self._run(
-            "lock_renew",
-            [self.key("lock", name), self._incarnation],
-            [token, max(1, int((ttl + grace) * 1000))],
-        )
-        return bool(renewed)
-
-    def lock_release(self, name: str, token: str) -> bool:
-        released = self._run("lock_release", [self.key("lock", name)], [token, self.channel, name])
-        return bool(released)
-
-    # -- notifications -----------------------------------------------------------------------
-
-    def listen(self, on_event: Callable[[str], None], stop: threading.Event) -> None:
-        delay = 0.1
-        while not stop.is_set():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-            try:
-                pubsub.subscribe(self.channel)
-                on_event("subscribed")
-                delay = 0.1
-                while not stop.is_set():
-                    message = pubsub.get_message(timeout=0.5)
-                    if message is not None and message.get("type") == "message":
-                        on_event(str(message["data"]))
-            except redis.RedisError as exc:
-                logger.warning(
-                    "event subscription to Redis at %s failed (%s); retrying in %.1fs",
-                    self.display_url,
-                    exc,
-                    delay,
-                )
-                stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-            finally:
-                with contextlib.suppress(redis.RedisError):
-                    pubsub.close()
-
-    def ping(self) -> float:
-        """Round-trip time to Redis in seconds."""
-        started = time.perf_counter()
-        try:
-            self.client.ping()
-        except redis.RedisError as exc:
-            raise BackendError(f"Redis at {self.display_url}: {exc}") from exc
-        return time.perf_counter() - started
-
-    def close(self) -> None:
-        self.client.close()
+        return unplaced_slots(str(raw or "{}"), self._unplaced)

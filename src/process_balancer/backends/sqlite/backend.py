@@ -13,8 +13,6 @@ wall clock (``time.time()``), which processes on one host share but hosts do not
 
 from __future__ import annotations
 
-import json
-import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,26 +24,27 @@ from ..base import (
     Acquired,
     Backend,
     BackendError,
-    CorruptStateError,
     GroupSnapshot,
     HeartbeatResult,
     Inspection,
     RepairReport,
 )
-from ..codec import count_problem, count_value, decode_group, report_once
+from ..codec import decode_group
 from ..codec import dumps as _dumps
 from ..codec import parse_slots as _parse_slots
+from ..common import (
+    ACK_TTL,
+    COMMAND_TTL,
+    decode_commands,
+    readable_pauses,
+    runtime_count,
+    unplaced_slots,
+)
 from .connection import Database, Scope, emit, missing_file, seconds, sqlite_path
 from .counts import CountTable
 from .events import listen
 from .locks import LockTable
 from .repair import read_group, repair
-
-logger = logging.getLogger(__name__)
-
-#: Seconds a pending command waits for its member, and an acknowledgement for its sender.
-COMMAND_TTL = 10 * 60.0
-ACK_TTL = 10 * 60.0
 
 
 def single_host_notice(url: str, *, default: bool) -> str:
@@ -210,20 +209,14 @@ class SQLiteBackend(Backend):
             return incarnation
 
     def _commands(self, identity: str, rows: list[Any], now: float) -> list[dict[str, Any]]:
-        commands = []
+        """The commands of ``rows`` still within their lifetime (an unreadable expiry counts
+        as within it: the command is decoded and judged by itself)."""
+        live = []
         for body, expires_at in rows:
             expires = seconds(expires_at)
-            if expires is not None and expires <= now:
-                continue
-            try:
-                command = json.loads(body)
-                if not isinstance(command, dict):
-                    raise ValueError("not an object")
-            except (TypeError, ValueError):
-                logger.warning("ignoring unreadable remote command %r for %s", body, identity)
-                continue
-            commands.append(command)
-        return commands
+            if expires is None or expires > now:
+                live.append(body)
+        return decode_commands(live, identity)
 
     def leave(self, identity: str) -> None:
         ns = self.namespace
@@ -290,12 +283,7 @@ class SQLiteBackend(Backend):
 
     def get_count(self, job_id: str) -> int | None:
         stored = self._stored_count("pb_counts", job_id)
-        if stored is None:
-            return None
-        count = count_value(stored[0])
-        if count is None:
-            raise CorruptStateError(str(count_problem(*stored)))
-        return count
+        return None if stored is None else runtime_count(*stored)
 
     def set_count(
         self,
@@ -322,25 +310,18 @@ class SQLiteBackend(Backend):
             rows = conn.execute(
                 "SELECT job_id, count FROM pb_paused WHERE namespace = ?", (self.namespace,)
             ).fetchall()
-        paused = {}
-        for job_id, raw in rows:
-            count = count_value(raw)
-            if count is None:
-                where = self.scope.where("pb_paused", f"job {job_id!r}")
-                report_once(count_problem(raw, where, "paused", job_id))
-                continue
-            paused[str(job_id)] = count
-        return paused
+        return readable_pauses(
+            (job_id, raw, self.scope.where("pb_paused", f"job {job_id!r}")) for job_id, raw in rows
+        )
 
     def unplaced(self) -> dict[str, list[int]]:
         with self.db.transaction(write=False) as conn:
             row = conn.execute(
                 "SELECT unplaced FROM pb_groups WHERE namespace = ?", (self.namespace,)
             ).fetchone()
-        parsed = _parse_slots(
+        return unplaced_slots(
             "{}" if row is None else str(row[0]), self.scope.where("pb_groups", "unplaced")
         )
-        return {job: list(indexes) for job, indexes in parsed.items()}
 
     # -- remote commands ---------------------------------------------------------------------
 

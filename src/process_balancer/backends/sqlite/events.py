@@ -7,15 +7,13 @@ seconds: one indexed range read, usually empty, that never blocks a writer in WA
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import threading
 from collections.abc import Callable
 
 from ..base import BackendError
+from ..common import listen_with_retry
 from .connection import Database, connect
-
-logger = logging.getLogger(__name__)
 
 #: Seconds between two reads of the events table by a listener: wake-ups arrive this late.
 POLL_INTERVAL = 0.05
@@ -25,8 +23,8 @@ def listen(
     db: Database, namespace: str, on_event: Callable[[str], None], stop: threading.Event
 ) -> None:
     """Call ``on_event`` for each event of ``namespace`` until ``stop`` is set (Backend.listen)."""
-    delay = 0.1
-    while not stop.is_set():
+
+    def listen_once(subscribed: Callable[[], None]) -> None:
         conn: sqlite3.Connection | None = None
         try:
             with db.errors():
@@ -34,22 +32,20 @@ def listen(
                 last = int(
                     conn.execute("SELECT COALESCE(MAX(seq), 0) FROM pb_events").fetchone()[0]
                 )
-                on_event("subscribed")
-                delay = 0.1
+                subscribed()
                 while not stop.wait(POLL_INTERVAL):
                     last = _poll(conn, namespace, last, on_event)
-        except BackendError as exc:
-            logger.warning(
-                "reading events from %s failed (%s); retrying in %.1fs",
-                db.describe(),
-                exc,
-                delay,
-            )
-            stop.wait(delay)
-            delay = min(delay * 2, 5.0)
         finally:
             if conn is not None:
                 conn.close()
+
+    listen_with_retry(
+        listen_once,
+        on_event,
+        stop,
+        failures=(BackendError,),
+        what=f"reading events from {db.describe()}",
+    )
 
 
 def _poll(

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import secrets
 import time
 
 from ..base import Acquired, CorruptStateError
+from ..common import lock_lifetime, log_takeover
 from .connection import Scope, emit, seconds
-
-logger = logging.getLogger(__name__)
 
 
 class LockTable:
@@ -77,14 +75,12 @@ class LockTable:
                     token,
                     fence,
                     holder,
-                    now + max(0.001, ttl + grace),
+                    now + lock_lifetime(ttl + grace),
                     incarnation[0],
                 ),
             )
         if previous is not None:
-            logger.warning(
-                "worker lock %s taken over from %s, whose membership has expired", name, previous
-            )
+            log_takeover(name, previous)
         return Acquired(token=token, fence=fence)
 
     def renew(self, name: str, token: str, ttl: float) -> bool:
@@ -95,7 +91,7 @@ class LockTable:
                 "WHERE namespace = ? AND name = ? AND token = ? AND expires_at > ? "
                 "AND (incarnation IS NULL OR incarnation = "
                 "(SELECT id FROM pb_incarnations WHERE namespace = pb_locks.namespace))",
-                (now + max(0.001, ttl), self.scope.namespace, name, token, now),
+                (now + lock_lifetime(ttl), self.scope.namespace, name, token, now),
             ).rowcount
         return renewed == 1
 
