@@ -339,3 +339,21 @@ def spawn_behind_proxy(
     yield start
     for proxy in proxies:
         proxy.close()
+
+
+#: tests/<folder>/ -> the marker every test in it carries (-m unit, -m "not integration"...).
+FOLDER_MARKERS = {
+    "unit": "unit",
+    "contract": "contract",
+    "backends": "backend",
+    "integration": "integration",
+    "web": "web",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.parent.name
+        marker = FOLDER_MARKERS.get(folder)
+        if marker is not None:
+            item.add_marker(getattr(pytest.mark, marker))

@@ -1,10 +1,11 @@
 """Fault scenarios against a group of real runner processes, and the figures they yield.
 
-``tests/test_faults.py`` asserts the invariants on these figures; ``bench/chaos.py`` prints
-them. Every scenario runs three ``process-balancer run`` processes of one job with six slots
-(``FencedJob``: iterations of three 30 ms records, each record a write to a fenced store on
-the test Redis, never on the backend under test). On Redis and PostgreSQL each runner reaches
-the backend through a proxy of its own, so one runner's link can be cut. Once the group runs
+``tests/integration/test_faults.py`` asserts the invariants on these figures;
+``bench/chaos.py`` prints them. Every scenario runs three ``process-balancer run`` processes
+of one job with six slots (``FencedJob``: iterations of three 30 ms records, each record a
+write to a fenced store on the test Redis, never on the backend under test). On Redis and
+PostgreSQL each runner reaches the backend through a proxy of its own, so one runner's link
+can be cut. Once the group runs
 2/2/2 the scenario injects its fault, ends it, and the driver waits for the group to be whole
 and balanced again, then stops every runner with SIGTERM and reads the iteration log:
 

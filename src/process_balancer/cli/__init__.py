@@ -31,7 +31,7 @@ COMMANDS = {
 }
 
 #: Each subcommand's first paragraph, for ``--help`` without importing every subcommand
-#: (tests/test_cli.py checks they match the docstrings).
+#: (tests/integration/test_cli.py checks they match the docstrings).
 SUMMARIES = {
     "run": "Run this process in the foreground until INT or TERM.",
     "status": (

@@ -32,7 +32,7 @@ from process_balancer import Client
 from process_balancer.config.schema import settings_from
 from support.harness import Process, wait_until, write_config
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "queue"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "queue"
 POSTGRES_URL = os.environ.get(
     "PB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )

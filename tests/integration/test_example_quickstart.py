@@ -20,7 +20,7 @@ from process_balancer.config.loader import add_cwd_to_path
 from process_balancer.config.schema import load_config, resolve_job_classes
 from support.harness import wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "quickstart"
 PROGRESS = re.compile(r"quickstart: (worker \d+: [\d,]+ sent \| )+queue: [\d,]+ left$")
 
