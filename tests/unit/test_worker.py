@@ -1,4 +1,4 @@
-"""One worker in-process, with the real Redis lock: iteration order and its guarantees."""
+"""One worker in-process, on the in-memory backend: iteration order and its guarantees."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import process_balancer
-from process_balancer.backends.redis.backend import RedisBackend
+from process_balancer.backends.memory import MemoryBackend
 from process_balancer.locks import LockContext, SimpleRedisLock
 from process_balancer.runtime.leases import LeaseKeeper, Membership
 from process_balancer.runtime.wakeups import Notifier
@@ -51,8 +51,8 @@ class Scripted(process_balancer.Base):
 
 
 @pytest.fixture
-def backend(redis_url: str, namespace: str) -> Iterator[RedisBackend]:
-    b = RedisBackend(redis_url, namespace)
+def backend(namespace: str) -> Iterator[MemoryBackend]:
+    b = MemoryBackend(f"memory://{namespace}", namespace)
     b.heartbeat(IDENTITY, traits={}, info={}, expiry=30, seen_assignment_version=-1)
     yield b
     b.close()
@@ -69,7 +69,7 @@ def keeper() -> Iterator[LeaseKeeper]:
 
 
 def run_worker(
-    backend: RedisBackend,
+    backend: MemoryBackend,
     keeper: LeaseKeeper,
     job_class: type,
     options: dict,

@@ -1,4 +1,4 @@
-"""The module-level API against a real Redis: worker counts and their validation."""
+"""The module-level API on the in-memory backend: worker counts and their validation."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import process_balancer
 
 
 @pytest.fixture
-def configured(tmp_path: Path, redis_url: str, namespace: str):
+def configured(tmp_path: Path, namespace: str):
     config = tmp_path / "process_balancer.yml"
     config.write_text(
-        f"global:\n  backend: {redis_url}\n  namespace: {namespace}\n  max_workers: 50\n"
+        f"global:\n  backend: memory://{namespace}\n  namespace: {namespace}\n  max_workers: 50\n"
         "jobs:\n  q:\n    class: support.jobs:RecordingJob\n    workers: 4\n"
         "    max_workers: 8\n"
         "  plain:\n    class: support.jobs:RecordingJob\n"
@@ -84,8 +84,8 @@ def test_command_to_a_process_that_is_not_live_returns_false(configured) -> None
     assert process_balancer.send_command("h:1:x", "quiet") is False
 
 
-def test_configure_from_backend_and_namespace(redis_url: str, namespace: str) -> None:
-    client = process_balancer.configure(backend=redis_url, namespace=namespace)
+def test_configure_from_backend_and_namespace(namespace: str) -> None:
+    client = process_balancer.configure(backend=f"memory://{namespace}", namespace=namespace)
     assert client.settings.namespace == namespace
     assert process_balancer.scheduled_workers("anything") == 1
 
@@ -114,10 +114,10 @@ def test_a_change_past_the_ceiling_is_refused_by_the_backend(configured) -> None
     assert process_balancer.scheduled_workers("q") == 7
 
 
-def test_pause_and_resume_pass_the_ceiling(configured, redis_url: str, namespace: str) -> None:
+def test_pause_and_resume_pass_the_ceiling(configured, namespace: str) -> None:
     wider = process_balancer.Client(
         process_balancer.config.schema.settings_from(
-            backend=redis_url, namespace=namespace, max_workers=100
+            backend=f"memory://{namespace}", namespace=namespace, max_workers=100
         )
     )
     try:

@@ -1,6 +1,6 @@
 """The rules that keep a slot single when the membership may have lapsed, the backend forgot
 the group or its clock jumped: each is checked on the real code, in-process, against the
-real Redis (the heartbeat) and with plug-in lock drivers (the keeper)."""
+the in-memory backend (the heartbeat) and with plug-in lock drivers (the keeper)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from process_balancer.backends import BackendError
-from process_balancer.backends.redis.backend import RedisBackend
+from process_balancer.backends.memory import MemoryBackend
 from process_balancer.config.schema import settings_from
 from process_balancer.locks import LockContext, LockDriver
 from process_balancer.runtime.clock_watch import ServerClockWatch
@@ -154,9 +154,10 @@ def test_a_late_answer_about_an_old_lease_does_not_cut_the_next_iteration() -> N
 
 
 @pytest.fixture
-def manager(redis_url: str, namespace: str) -> Iterator[Manager]:
-    settings = settings_from(backend=redis_url, namespace=namespace)
-    m = Manager(settings, {}, RedisBackend(redis_url, namespace), handle_signals=False)
+def manager(namespace: str) -> Iterator[Manager]:
+    url = f"memory://{namespace}"
+    settings = settings_from(backend=url, namespace=namespace)
+    m = Manager(settings, {}, MemoryBackend(url, namespace), handle_signals=False)
     yield m
     m.backend.close()
 
