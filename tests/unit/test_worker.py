@@ -218,3 +218,43 @@ def test_a_worker_kind_gets_every_job_call_and_the_supervisor_picks_it_by_name(
         "after_perform",
     ]
     supervisor.stop_all("test over")
+
+
+class SlowFirstAcquire(SimpleRedisLock):
+    """Takes the lock, then stalls past its ttl before answering, the first time only (a
+    process frozen right after its lock was granted)."""
+
+    stalled = False
+
+    def try_acquire(self) -> int | None:
+        fence = super().try_acquire()
+        if fence is not None and not SlowFirstAcquire.stalled:
+            SlowFirstAcquire.stalled = True
+            time.sleep(self.context.ttl + 0.1)
+        return fence
+
+
+def test_a_lease_that_ran_out_before_the_iteration_began_starts_no_iteration(
+    backend, keeper
+) -> None:
+    """A worker whose lock was granted but whose lease is over by the time it could call
+    lock_records (it was frozen in between) claims nothing with that superseded token: the
+    iteration is skipped as a lost lock, and the next one takes the lock afresh."""
+    SlowFirstAcquire.stalled = False
+    options: dict[str, Any] = {"calls": [], "fences": []}
+    spec = WorkerSpec(
+        job_id="j",
+        worker_index=0,
+        job_class=Scripted,
+        options=options,
+        driver_class=SlowFirstAcquire,
+        lock_context=LockContext(backend, backend.namespace, "j", 0, IDENTITY, 0.3),
+        acquire_timeout=5.0,
+    )
+    done = threading.Event()
+    worker = ThreadWorker(spec, keeper=keeper, notifier=Notifier(), on_exit=lambda w: done.set())
+    worker.start()
+    assert done.wait(10), "worker did not finish"
+    assert options["calls"][:3] == ["before_perform", "after_perform", "before_perform"]
+    assert options["calls"].count("lock_records") == 1
+    assert worker.lock_losses == 1 and worker.outcome == "aborted"

@@ -204,6 +204,13 @@ class Worker(abc.ABC):
             self.call(job.after_perform)
 
     def _process(self, job: Base, lease: Lease) -> None:
+        if lease.lost or time.monotonic() >= lease.deadline - lease.margin:
+            # Over before the iteration began (the process was frozen right after the lock
+            # was granted): a peer may hold the slot with a newer token; claim nothing.
+            if not lease.lost:
+                lease.lost = True
+                lease.lost_reason = "it ran out before the iteration began"
+            return
         primary: BaseException | None = None
         try:
             records = self.call(job.lock_records)
