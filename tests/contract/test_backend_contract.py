@@ -475,3 +475,65 @@ def test_resume_refuses_a_remembered_count_above_the_ceiling(backend: Backend) -
     assert backend.get_count("j") == 0 and backend.paused_counts() == {"j": 20}
     assert backend.snapshot().version == version
     assert backend.resume("j", maximum=20) == 20
+
+
+# -- the rest of the interface: acknowledgements, clear_count, listen, inspect, repair -------
+
+
+def test_acknowledgements_are_kept_per_command_and_process(backend: Backend) -> None:
+    backend.ack_command("a", "c1", 100.5)
+    backend.ack_command("b", "c1", 101.0)
+    backend.ack_command("a", "c2", 102.0)
+    assert backend.command_acks("c1") == {"a": 100.5, "b": 101.0}
+    assert backend.command_acks("c2") == {"a": 102.0}
+    assert backend.command_acks("never-sent") == {}
+
+
+def test_clear_count_falls_back_to_the_config_count(backend: Backend) -> None:
+    beat(backend, "a")
+    backend.set_count("j", to=5, by=None, default=2)
+    assert backend.get_count("j") == 5
+    before = backend.snapshot().version
+    backend.clear_count("j")
+    assert backend.get_count("j") is None
+    assert "j" not in backend.snapshot().counts
+    assert backend.snapshot().version > before, "a cleared count is a change to rebalance on"
+    backend.clear_count("never-set")  # nothing to clear is no error
+
+
+def test_listen_delivers_state_assignment_commands_and_releases(backend: Backend) -> None:
+    import threading
+
+    events: list[str] = []
+    stop = threading.Event()
+    listener = threading.Thread(target=backend.listen, args=(events.append, stop), daemon=True)
+    listener.start()
+    try:
+        deadline = time.monotonic() + 5
+        while "subscribed" not in events and time.monotonic() < deadline:
+            time.sleep(0.02)
+        version = beat(backend, "a").version
+        backend.write_assignment(version, {"a": {"j": (0,)}}, {})
+        backend.send_command("a", {"command": "dump"})
+        held = backend.lock_acquire("j:0", "a", 5)
+        assert held is not None and backend.lock_release("j:0", held.token)
+        wanted = {"state", "assignment", "command a", "released j:0"}
+        while not wanted <= set(events) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert wanted <= set(events), events
+    finally:
+        stop.set()
+        listener.join(5)
+    assert not listener.is_alive(), "listen() did not return once stop was set"
+
+
+def test_inspect_and_repair_of_a_sound_group_find_and_change_nothing(backend: Backend) -> None:
+    version = beat(backend, "a").version
+    backend.write_assignment(version, {"a": {"j": (0, 1)}}, {})
+    backend.set_count("j", to=3, by=None, default=2)
+    found = backend.inspect()
+    assert found.problems == []
+    assert [m.identity for m in found.snapshot.members] == ["a"]
+    report = backend.repair(apply=False)
+    assert report.counts == {"j": 3} and not report.applied
+    assert backend.get_count("j") == 3
