@@ -128,8 +128,8 @@ def test_every_subcommand_has_help() -> None:
 # -- against Redis, no processes ----------------------------------------------------------------
 
 
-def test_an_unknown_job_is_refused_unless_forced(redis_url: str, namespace: str) -> None:
-    group = ["--backend", redis_url, "--namespace", namespace]
+def test_an_unknown_job_is_refused_unless_forced(sqlite_backend_url: str, namespace: str) -> None:
+    group = ["--backend", sqlite_backend_url, "--namespace", namespace]
     result = invoke("scale", "nope", "3", *group)
     assert result.exit_code == 2
     assert "unknown job 'nope'" in result.stderr and "--force" in result.stderr
@@ -138,8 +138,8 @@ def test_an_unknown_job_is_refused_unless_forced(redis_url: str, namespace: str)
     assert forced.stdout == "nope: 3 workers (was 1)\n"
 
 
-def test_a_change_below_zero_is_refused(redis_url: str, namespace: str) -> None:
-    group = ["--backend", redis_url, "--namespace", namespace]
+def test_a_change_below_zero_is_refused(sqlite_backend_url: str, namespace: str) -> None:
+    group = ["--backend", sqlite_backend_url, "--namespace", namespace]
     invoke("scale", "q", "1", "--force", *group)
     result = invoke("scale", "q", "--by", "-2", "--force", *group)
     assert result.exit_code == 2
@@ -147,16 +147,20 @@ def test_a_change_below_zero_is_refused(redis_url: str, namespace: str) -> None:
     assert invoke("status", "--json", *group).exit_code == 0
 
 
-def test_resume_of_a_job_that_is_not_paused_is_an_error(redis_url: str, namespace: str) -> None:
-    result = invoke("resume", "q", "--backend", redis_url, "--namespace", namespace)
+def test_resume_of_a_job_that_is_not_paused_is_an_error(
+    sqlite_backend_url: str, namespace: str
+) -> None:
+    result = invoke("resume", "q", "--backend", sqlite_backend_url, "--namespace", namespace)
     assert result.exit_code == 1
     assert "job 'q' is not paused" in result.stderr
 
 
-def test_a_config_file_names_the_group_and_its_jobs(tmp_path, redis_url, namespace) -> None:
+def test_a_config_file_names_the_group_and_its_jobs(
+    tmp_path, sqlite_backend_url, namespace
+) -> None:
     config = tmp_path / "pb.yml"
     config.write_text(
-        f"global:\n  backend: {redis_url}\n  namespace: {namespace}\n"
+        f"global:\n  backend: {sqlite_backend_url}\n  namespace: {namespace}\n"
         "jobs:\n  q:\n    class: support.jobs:RecordingJob\n    workers: 2\n"
     )
     result = invoke("scale", "q", "--by", "3", "-c", str(config))
@@ -192,9 +196,9 @@ def test_a_huge_count_exits_2_and_writes_nothing(tmp_path, backend_url, namespac
 
 
 def test_the_ceiling_named_is_the_jobs_own_or_the_global_one(
-    tmp_path, redis_url: str, namespace: str
+    tmp_path, sqlite_backend_url: str, namespace: str
 ) -> None:
-    config = ceiling_config(tmp_path, redis_url, namespace)
+    config = ceiling_config(tmp_path, sqlite_backend_url, namespace)
     own = invoke("scale", "q", "9", "-c", config)
     assert own.stderr == (
         "process-balancer: N must be at most 8, the max_workers of job 'q' (set "
@@ -210,10 +214,10 @@ def test_the_ceiling_named_is_the_jobs_own_or_the_global_one(
 
 
 def test_pause_and_resume_refuse_a_count_above_the_ceiling(
-    tmp_path, redis_url: str, namespace: str
+    tmp_path, sqlite_backend_url: str, namespace: str
 ) -> None:
-    config = ceiling_config(tmp_path, redis_url, namespace)
-    group = ["--backend", redis_url, "--namespace", namespace]
+    config = ceiling_config(tmp_path, sqlite_backend_url, namespace)
+    group = ["--backend", sqlite_backend_url, "--namespace", namespace]
     assert invoke("scale", "q", "20", "--force", *group).exit_code == 0  # default ceiling
     paused = invoke("pause", "q", "-c", config)
     assert paused.exit_code == 1

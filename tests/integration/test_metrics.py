@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from process_balancer.backends.redis.backend import RedisBackend
+from process_balancer.backends.memory import MemoryBackend
 from process_balancer.config.schema import settings_from
 from process_balancer.ops.metrics import ProcessMetrics
 from process_balancer.runtime.manager import Manager
@@ -158,10 +158,11 @@ def test_a_metrics_port_in_use_is_a_clear_startup_error(group_config, spawn) -> 
     assert "Traceback" not in log
 
 
-def test_each_manager_has_its_own_registry(redis_url: str, namespace: str) -> None:
+def test_each_manager_has_its_own_registry(namespace: str) -> None:
     """Two managers in one interpreter do not clash, and before joining neither is ready."""
-    settings = settings_from(backend=redis_url, namespace=namespace)
-    managers = [Manager(settings, {}, RedisBackend(redis_url, namespace)) for _ in range(2)]
+    url = f"memory://{namespace}"
+    settings = settings_from(backend=url, namespace=namespace)
+    managers = [Manager(settings, {}, MemoryBackend(url, namespace)) for _ in range(2)]
     for manager in managers:
         metrics = ProcessMetrics(manager)
         manager.observers.append(metrics)

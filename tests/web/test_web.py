@@ -41,8 +41,8 @@ def write_group(path: Path, backend: str, namespace: str) -> Path:
 
 
 @pytest.fixture
-def config_file(tmp_path: Path, redis_url: str, namespace: str) -> Path:
-    return write_group(tmp_path / "process_balancer.yml", redis_url, namespace)
+def config_file(tmp_path: Path, sqlite_backend_url: str, namespace: str) -> Path:
+    return write_group(tmp_path / "process_balancer.yml", sqlite_backend_url, namespace)
 
 
 @pytest.fixture
