@@ -30,9 +30,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: First and largest pause between two attempts to take a busy worker lock. A release
-#: notification ends the pause early, so these only matter when notifications are missed.
+#: notification ends the pause early; a dead holder's lock sends none (it becomes free
+#: takeover_grace after the holder's deadline), so the largest pause is what a takeover can
+#: overshoot by: kept short, at the cost of a few more attempts during that wait.
 ACQUIRE_RETRY_MIN = 0.02
-ACQUIRE_RETRY_MAX = 0.5
+ACQUIRE_RETRY_MAX = 0.2
 
 
 @dataclass(frozen=True)
