@@ -314,6 +314,11 @@ def test_version_and_the_package_import_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['process_balancer']"
+    import process_balancer
+
+    # Every lazily loaded public name is listed, and loads.
+    assert sorted(process_balancer.__all__) == sorted([*process_balancer._LAZY, "__version__"])
+    assert all(getattr(process_balancer, name) is not None for name in process_balancer.__all__)
     code = (
         "import sys; from process_balancer.cli import main\n"
         "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 
 def _check_redis(url: str) -> None:
-    if urlsplit(url).scheme.lower() == "unix" and not urlsplit(url).path:
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "unix" and not parts.path:
         raise ValueError(f"a unix:// backend URL needs a socket path, got {redact_url(url)!r}")
 
 

@@ -95,8 +95,10 @@ class Supervisor:
 
     def _start(self, slot: Slot) -> None:
         spec = self._make_spec(*slot)
-        kind = worker_class(spec.kind)
-        worker = kind(spec, keeper=self._keeper, notifier=self._notifier, on_exit=self._exited)
+        worker_type = worker_class(spec.kind)
+        worker = worker_type(
+            spec, keeper=self._keeper, notifier=self._notifier, on_exit=self._exited
+        )
         self._workers[slot] = worker
         logger.info("starting job %s worker %d", slot[0], slot[1])
         worker.start()
