@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from .config import defaults
+
+
+class StopEvent(Protocol):
+    """What a job reads of its worker's stop event (a ``threading.Event`` in production)."""
+
+    def is_set(self) -> bool: ...
 
 
 class JobControl:
@@ -14,8 +20,8 @@ class JobControl:
     abort through it, and reads the lease the worker holds. The worker creates it and hands
     it to the job, so neither reads the other's private attributes."""
 
-    def __init__(self, stop_event: threading.Event | None = None) -> None:
-        self.stop_event = stop_event if stop_event is not None else threading.Event()
+    def __init__(self, stop_event: StopEvent | None = None) -> None:
+        self.stop_event: StopEvent = stop_event if stop_event is not None else threading.Event()
         #: Seconds to wait after the current iteration (``status_sleep``); None: none.
         self.sleep_for: float | None = None
         #: End the worker after the current iteration (``status_abort``).
@@ -48,7 +54,7 @@ class Base:
         job_id: str,
         worker_index: int,
         options: Mapping[str, Any] | None = None,
-        stop_event: threading.Event | None = None,
+        stop_event: StopEvent | None = None,
         control: JobControl | None = None,
     ) -> None:
         self.job_id = job_id

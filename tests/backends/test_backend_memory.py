@@ -260,6 +260,32 @@ def test_listeners_get_the_events_the_others_publish(url: str, backend: MemoryBa
     assert backend.store.listeners == {}
 
 
+def test_a_listener_that_stops_leaves_the_others_subscribed(backend: MemoryBackend) -> None:
+    # Both listeners' pending lists are empty (equal) when the second one stops: it must remove
+    # its own list, not the first equal one.
+    first: list[str] = []
+    second: list[str] = []
+    stops = [threading.Event(), threading.Event()]
+    threads = [
+        threading.Thread(target=backend.listen, args=(received.append, stop))
+        for received, stop in zip((first, second), stops, strict=True)
+    ]
+    try:
+        threads[0].start()
+        wait_until(lambda: first == ["subscribed"], 5, message="the first listener")
+        threads[1].start()
+        wait_until(lambda: second == ["subscribed"], 5, message="the second listener")
+        stops[1].set()
+        threads[1].join(5)
+        backend.set_count("j", to=2, by=None, default=1)
+        wait_until(lambda: first == ["subscribed", "state"], 5, message="the first to hear it")
+    finally:
+        for stop, thread in zip(stops, threads, strict=True):
+            stop.set()
+            if thread.is_alive():
+                thread.join(5)
+
+
 def test_a_listener_far_behind_is_told_to_read_the_state_afresh(backend: MemoryBackend) -> None:
     pending: list[str] = []
     with backend.store.lock:

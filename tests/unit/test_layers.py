@@ -119,3 +119,30 @@ def test_each_layer_imports_only_the_layers_below_it() -> None:
         for target in _reaches(_imports(graph, layer), other)
     }
     assert wrong == set()
+
+
+#: What the runtime must take from its kernel (runtime/kernel.py), never from the standard
+#: library directly: the deterministic simulation replaces all of it.
+KERNEL_ONLY = {
+    "time": {"monotonic", "time", "sleep", "perf_counter"},
+    "threading": {"Thread", "Event", "Lock", "RLock", "Condition", "Timer", "Semaphore"},
+    "random": None,  # any use
+}
+
+
+def test_the_runtime_reads_time_and_starts_threads_only_through_its_kernel() -> None:
+    runtime = PACKAGE / "runtime"
+    wrong = []
+    for path in sorted(runtime.rglob("*.py")):
+        if path.name == "kernel.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                banned = KERNEL_ONLY.get(node.value.id, set())
+                if banned is None or (banned and node.attr in banned):
+                    wrong.append(
+                        f"{path.relative_to(PACKAGE)}:{node.lineno} {node.value.id}.{node.attr}"
+                    )
+            elif isinstance(node, ast.ImportFrom) and node.module in KERNEL_ONLY:
+                wrong.append(f"{path.relative_to(PACKAGE)}:{node.lineno} from {node.module} import")
+    assert wrong == []

@@ -14,10 +14,9 @@ assignment per version and slots never flap between two views.
 from __future__ import annotations
 
 import abc
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from ..config.defaults import MAX_WORKERS
 from ..errors import BackendError as BackendError
@@ -142,6 +141,15 @@ class MigrateResult:
     database: str
     previous_version: int | None
     version: int
+
+
+class StopSignal(Protocol):
+    """What :meth:`Backend.listen` reads of its ``stop`` (a ``threading.Event`` in
+    production; the runtime's kernel may give another)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 class Backend(abc.ABC):
@@ -332,7 +340,7 @@ class Backend(abc.ABC):
     # -- notifications -----------------------------------------------------------------------
 
     @abc.abstractmethod
-    def listen(self, on_event: Callable[[str], None], stop: threading.Event) -> None:
+    def listen(self, on_event: Callable[[str], None], stop: StopSignal) -> None:
         """Block, calling ``on_event(message)`` for group events, until ``stop`` is set.
 
         Messages: ``"state"`` (an input of the assignment changed), ``"assignment"`` (a new

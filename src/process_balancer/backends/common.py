@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .base import ACK_TTL_MS, COMMAND_TTL_MS, CorruptStateError
+from .base import ACK_TTL_MS, COMMAND_TTL_MS, CorruptStateError, StopSignal
 from .codec import count_problem, count_value, parse_slots, report_once
 
 logger = logging.getLogger(__name__)
@@ -139,7 +138,7 @@ LISTEN_RETRY_MAX = 5.0
 def listen_with_retry(
     listen_once: Callable[[Callable[[], None]], None],
     on_event: Callable[[str], None],
-    stop: threading.Event,
+    stop: StopSignal,
     *,
     failures: tuple[type[Exception], ...],
     what: str,

@@ -10,12 +10,12 @@ import signal
 import socket
 import sys
 import threading
-import time
 import traceback
 from types import FrameType
 from typing import Any
 
 from ..backends.base import COMMANDS, Backend, BackendError
+from .kernel import EventLike, Kernel
 from .observer import Observer
 from .wakeups import Notifier
 
@@ -44,8 +44,9 @@ class Controls:
     identity: str
     backend: Backend
     notifier: Notifier
-    _wake: threading.Event
-    _listener_stop: threading.Event
+    kernel: Kernel
+    _wake: EventLike
+    _listener_stop: EventLike
     _stop_requested: bool
     _quiet: bool
     _dump_requested: bool
@@ -101,7 +102,7 @@ class Controls:
         if not isinstance(command_id, str) or not command_id:
             return
         try:
-            self.backend.ack_command(self.identity, command_id, time.time())
+            self.backend.ack_command(self.identity, command_id, self.kernel.time())
         except BackendError as exc:
             logger.warning(
                 "could not acknowledge remote command %s (%s); it was carried out, the sender "

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..backends.base import BackendError
 from ..locks.base import LockDriver
+from .kernel import SYSTEM, Kernel, LockLike
 
 logger = logging.getLogger(__name__)
 
@@ -52,14 +51,16 @@ class Lease:
     deadline: float = 0.0  # min(lock_until, membership valid_until)
     lost: bool = False
     lost_reason: str = ""
-    renew_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Held by whoever renews or releases the lock, so the two never cross.
+    renew_lock: LockLike = field(default_factory=SYSTEM.lock)
+    monotonic: Callable[[], float] = SYSTEM.monotonic
 
     def remaining(self) -> float:
         """Seconds before the holder is cut off unless the lock and the membership are
         renewed in time; 0 once it has been cut off."""
         if self.lost:
             return 0.0
-        return max(0.0, self.deadline - self.margin - time.monotonic())
+        return max(0.0, self.deadline - self.margin - self.monotonic())
 
 
 class LeaseKeeper:
@@ -81,10 +82,20 @@ class LeaseKeeper:
     #: Seconds between two attempts to release a lock whose release failed.
     RELEASE_RETRY = 0.5
 
-    def __init__(self, membership: Membership, on_lost: Callable[[Lease], None]) -> None:
+    def __init__(
+        self,
+        membership: Membership,
+        on_lost: Callable[[Lease], None],
+        *,
+        kernel: Kernel = SYSTEM,
+    ) -> None:
         self._membership = membership
         self._on_lost = on_lost
-        self._leases: set[Lease] = set()
+        self._kernel = kernel
+        self._monotonic = kernel.monotonic
+        # Insertion-ordered (a dict, not a set), so leases are renewed and cut in the order
+        # they were taken, the same in every run.
+        self._leases: dict[Lease, None] = {}
         #: Leases whose release failed (the backend did not answer): retried in the background
         #: until they succeed or the lock has expired by itself, so a slot is not stranded for
         #: the lock's TTL.
@@ -92,15 +103,15 @@ class LeaseKeeper:
         #: Bumped by :meth:`revoke_all`; a lock taken with an attempt started before a bump
         #: is born lost, since its attempt may predate a lapse of the membership.
         self.epoch = 0
-        self._mutex = threading.Lock()
-        self._stop = threading.Event()
+        self._mutex = kernel.lock()
+        self._stop = kernel.event()
         self._threads = [
-            threading.Thread(target=self._watch, name="pb-lease-watcher", daemon=True),
-            threading.Thread(target=self._renew_loop, name="pb-lease-renewer", daemon=True),
+            kernel.thread(self._watch, "pb-lease-watcher"),
+            kernel.thread(self._renew_loop, "pb-lease-renewer"),
         ]
 
     def membership_valid(self) -> bool:
-        return time.monotonic() < self._membership.valid_until
+        return self._monotonic() < self._membership.valid_until
 
     def start(self) -> None:
         for thread in self._threads:
@@ -133,10 +144,12 @@ class LeaseKeeper:
             next_renew=next_renew,
             margin=margin,
             on_lost=on_lost,
+            renew_lock=self._kernel.lock(),
+            monotonic=self._monotonic,
         )
         lease.deadline = min(lock_until, self._membership.valid_until)
         with self._mutex:
-            self._leases.add(lease)
+            self._leases[lease] = None
             stale = epoch is not None and epoch != self.epoch
         if stale:
             self._cut([lease], "the membership lapsed while the lock was being taken")
@@ -154,7 +167,7 @@ class LeaseKeeper:
 
     def drop(self, lease: Lease) -> None:
         with self._mutex:
-            self._leases.discard(lease)
+            self._leases.pop(lease, None)
 
     def refresh(self) -> None:
         """Recompute every deadline (after the membership deadline moved)."""
@@ -169,7 +182,7 @@ class LeaseKeeper:
     def _watch(self) -> None:
         while not self._stop.wait(self.WATCH_TICK):
             try:
-                self.check(time.monotonic())
+                self.check(self._monotonic())
             except Exception:  # the watcher must never die: it is what cuts holders off
                 logger.exception("lease watcher: unexpected error; continuing")
 
@@ -190,7 +203,7 @@ class LeaseKeeper:
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.RENEW_TICK):
-            now = time.monotonic()
+            now = self._monotonic()
             self._retry_releases(now)
             for lease in self._held():
                 if not lease.lost and now >= lease.next_renew:
@@ -203,7 +216,7 @@ class LeaseKeeper:
                         )
 
     def _renew(self, lease: Lease) -> None:
-        sent_at = time.monotonic()
+        sent_at = self._monotonic()
         try:
             with lease.renew_lock:
                 still_ours = lease.driver.renew()
@@ -244,7 +257,7 @@ class LeaseKeeper:
     def release_later(self, lease: Lease) -> None:
         """Retry the release of ``lease`` in the background (its last attempt failed)."""
         ttl = lease.driver.ttl
-        now = time.monotonic()
+        now = self._monotonic()
         give_up = now + (60.0 if ttl is None else ttl)
         with self._mutex:
             self._releases.append((lease, give_up, now + self.RELEASE_RETRY))

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +16,7 @@ from ..job import Base
 from ..locks import LockContext, resolve_driver
 from .clock_watch import ServerClockWatch
 from .control import Controls, make_identity, thread_dump
+from .kernel import SYSTEM, Kernel
 from .leases import Lease, LeaseKeeper, Membership
 from .observer import Observer
 from .supervisor import Supervisor
@@ -49,8 +48,12 @@ class Manager(Controls):
         identity: str | None = None,
         handle_signals: bool = True,
         observers: Sequence[Observer] = (),
+        kernel: Kernel = SYSTEM,
     ) -> None:
         self.settings = settings
+        #: Clocks, threads and randomness (see runtime/kernel.py); simulated in tests.
+        self.kernel = kernel
+        self._monotonic = kernel.monotonic
         self.backend = backend
         self.identity = identity or make_identity()
         self.jobs = {
@@ -64,8 +67,8 @@ class Manager(Controls):
         for job_id, driver in self._drivers.items():
             driver.check(job_id, self.jobs[job_id].config.options, backend)
         self._handle_signals = handle_signals
-        self._wake = threading.Event()
-        self._listener_stop = threading.Event()
+        self._wake = kernel.event()
+        self._listener_stop = kernel.event()
         self._stop_requested = False
         self._signals_seen = 0
         self._quiet = False
@@ -81,15 +84,16 @@ class Manager(Controls):
         self._max_version = 0
         self._clock = ServerClockWatch()
         self._corrupt_reported: str | None = None
-        self.started_at = time.time()
+        self.started_at = kernel.time()
         self.membership = Membership()
-        self.notifier = Notifier()
-        self.keeper = LeaseKeeper(self.membership, self._lease_lost)
+        self.notifier = Notifier(kernel)
+        self.keeper = LeaseKeeper(self.membership, self._lease_lost, kernel=kernel)
         self.supervisor = Supervisor(
             make_spec=self._make_spec,
             keeper=self.keeper,
             notifier=self.notifier,
             wake=self._wake.set,
+            kernel=kernel,
         )
         #: Told of heartbeats and iterations (metrics, probes); see runtime/observer.py.
         self.observers = list(observers)
@@ -111,7 +115,7 @@ class Manager(Controls):
     def _run(self) -> int:
         if self._handle_signals:
             self._install_signal_handlers()
-        listener = threading.Thread(target=self._listen, name="pb-listener", daemon=True)
+        listener = self.kernel.thread(self._listen, "pb-listener")
         listener.start()
         self.keeper.start()
         logger.info(
@@ -130,7 +134,7 @@ class Manager(Controls):
                 logger.warning("thread dump of %s:\n%s", self.identity, thread_dump())
             if self._stop_requested and not self._stopping:
                 self._stopping = True
-                stop_deadline = time.monotonic() + self.settings.shutdown_timeout
+                stop_deadline = self._monotonic() + self.settings.shutdown_timeout
                 logger.info(
                     "stopping: giving up all slots, waiting up to %.0fs for running iterations",
                     self.settings.shutdown_timeout,
@@ -170,14 +174,14 @@ class Manager(Controls):
                         "%.1fs unless it succeeds",
                         exc,
                         timeout,
-                        max(0.0, self.membership.valid_until - time.monotonic()),
+                        max(0.0, self.membership.valid_until - self._monotonic()),
                     )
             if self._stopping:
                 alive = self.supervisor.alive()
                 if not alive:
                     break
                 assert stop_deadline is not None
-                if time.monotonic() >= stop_deadline:
+                if self._monotonic() >= stop_deadline:
                     logger.warning(
                         "shutdown_timeout of %.0fs passed; exiting with %d iteration(s) still "
                         "running: %s. This process does not leave the group: its membership "
@@ -186,7 +190,7 @@ class Manager(Controls):
                         self.settings.shutdown_timeout,
                         len(alive),
                         ", ".join(f"{w.spec.job_id}:{w.spec.worker_index}" for w in alive),
-                        max(0.0, self.membership.valid_until - time.monotonic()),
+                        max(0.0, self.membership.valid_until - self._monotonic()),
                     )
                     self._listener_stop.set()
                     self.keeper.stop()
@@ -216,7 +220,7 @@ class Manager(Controls):
 
     def _beat(self) -> tuple[float | None, float | None]:
         """One heartbeat; returns (seconds to the next worker restart, to the next expiry)."""
-        sent_at = time.monotonic()
+        sent_at = self._monotonic()
         # Decided before sending: a heartbeat sent this late may reach the backend after the
         # membership expired there, and a peer may have taken over the slots meanwhile.
         late = self._joined_once and self.membership.may_have_lapsed(sent_at, self.keeper.MARGIN)
@@ -230,7 +234,7 @@ class Manager(Controls):
             known_version=self._max_version,
             hold=self._hold,
         )
-        received_at = time.monotonic()
+        received_at = self._monotonic()
         self._corrupt_reported = None
         reasons = []
         if self._joined_once and result.joined:
@@ -283,7 +287,7 @@ class Manager(Controls):
             self._slots = result.slots
             self._seen_assignment_version = result.assignment_version
         if result.version != result.assignment_version:
-            now = time.monotonic()
+            now = self._monotonic()
             if self._stale_since is None:
                 self._stale_since = now
             # The process whose heartbeat changed the state computes the new assignment at
@@ -358,7 +362,7 @@ class Manager(Controls):
 
     def _info(self) -> dict[str, Any]:
         return {
-            "heartbeat_at": time.time(),
+            "heartbeat_at": self.kernel.time(),
             "running": self.supervisor.running(),
             "slots": self.supervisor.describe(),
         }

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import random
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..config import defaults
+from .kernel import SYSTEM, Kernel
 from .leases import LeaseKeeper
 from .wakeups import Notifier
 from .workers import worker_class
@@ -33,10 +31,12 @@ class SlotCounters:
     errors: int
 
 
-def restart_delay(failures: int) -> float:
+def restart_delay(
+    failures: int, uniform: Callable[[float, float], float] = SYSTEM.uniform
+) -> float:
     """Backoff before restarting a worker after ``failures`` consecutive failures."""
     delay = defaults.RESTART_BACKOFF_BASE * defaults.RESTART_BACKOFF_FACTOR ** max(0, failures - 1)
-    return min(delay, defaults.RESTART_BACKOFF_MAX) * random.uniform(0.9, 1.1)
+    return min(delay, defaults.RESTART_BACKOFF_MAX) * uniform(0.9, 1.1)
 
 
 class Supervisor:
@@ -50,7 +50,9 @@ class Supervisor:
         keeper: LeaseKeeper,
         notifier: Notifier,
         wake: Callable[[], None],
+        kernel: Kernel = SYSTEM,
     ) -> None:
+        self._kernel = kernel
         self._make_spec = make_spec
         self._keeper = keeper
         self._notifier = notifier
@@ -61,7 +63,7 @@ class Supervisor:
         self.restarts: dict[Slot, int] = {}
         self.last_error: dict[Slot, str] = {}
         # Metrics: counters of reaped workers and job errors, read by the scrape thread.
-        self._counters_lock = threading.Lock()
+        self._counters_lock = kernel.lock()
         self._retired: dict[Slot, tuple[int, int, int]] = {}
         self._errors: dict[Slot, int] = {}
 
@@ -77,7 +79,7 @@ class Supervisor:
             if slot not in desired and not worker.stopping:
                 logger.info("stopping job %s worker %d: %s", slot[0], slot[1], why_stop)
                 worker.stop(why_stop)
-        now = time.monotonic()
+        now = self._kernel.monotonic()
         next_due: float | None = None
         for slot in sorted(desired):
             if slot in self._workers:
@@ -97,7 +99,11 @@ class Supervisor:
         spec = self._make_spec(*slot)
         worker_type = worker_class(spec.kind)
         worker = worker_type(
-            spec, keeper=self._keeper, notifier=self._notifier, on_exit=self._exited
+            spec,
+            keeper=self._keeper,
+            notifier=self._notifier,
+            on_exit=self._exited,
+            kernel=self._kernel,
         )
         self._workers[slot] = worker
         logger.info("starting job %s worker %d", slot[0], slot[1])
@@ -116,8 +122,8 @@ class Supervisor:
             if worker.outcome == "failed":
                 failures = self._failures.get(slot, 0) + 1
                 self._failures[slot] = failures
-                delay = restart_delay(failures)
-                self._restart_at[slot] = time.monotonic() + delay
+                delay = restart_delay(failures, self._kernel.uniform)
+                self._restart_at[slot] = self._kernel.monotonic() + delay
                 self.restarts[slot] = self.restarts.get(slot, 0) + 1
                 self.last_error[slot] = worker.error or "unknown error"
                 self._errors[slot] = self._errors.get(slot, 0) + 1
@@ -130,7 +136,7 @@ class Supervisor:
                     delay,
                 )
             elif worker.outcome == "aborted":
-                self._restart_at[slot] = time.monotonic() + defaults.ABORT_RESTART_DELAY
+                self._restart_at[slot] = self._kernel.monotonic() + defaults.ABORT_RESTART_DELAY
                 self.restarts[slot] = self.restarts.get(slot, 0) + 1
             else:
                 logger.info("job %s worker %d stopped (%s)", slot[0], slot[1], worker.stop_reason)

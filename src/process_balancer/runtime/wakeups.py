@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
+from .kernel import SYSTEM, EventLike, Kernel
 
 
 class Notifier:
-    """Routes named backend events to the threading.Events of the threads waiting for them."""
+    """Routes named backend events to the events of the threads waiting for them."""
 
-    def __init__(self) -> None:
-        self._mutex = threading.Lock()
-        self._waiters: defaultdict[str, set[threading.Event]] = defaultdict(set)
+    def __init__(self, kernel: Kernel = SYSTEM) -> None:
+        self._mutex = kernel.lock()
+        # Insertion-ordered (dicts, not sets): waiters are woken in the order they subscribed.
+        self._waiters: dict[str, dict[EventLike, None]] = {}
 
-    def subscribe(self, name: str, event: threading.Event) -> None:
+    def subscribe(self, name: str, event: EventLike) -> None:
         with self._mutex:
-            self._waiters[name].add(event)
+            self._waiters.setdefault(name, {})[event] = None
 
-    def unsubscribe(self, name: str, event: threading.Event) -> None:
+    def unsubscribe(self, name: str, event: EventLike) -> None:
         with self._mutex:
             waiters = self._waiters.get(name)
             if waiters is not None:
-                waiters.discard(event)
+                waiters.pop(event, None)
                 if not waiters:
                     del self._waiters[name]
 

@@ -17,8 +17,6 @@ It neither outlives the process nor reaches another one, so a config file cannot
 from __future__ import annotations
 
 import contextlib
-import secrets
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -31,6 +29,7 @@ from ..base import (
     HeartbeatResult,
     Inspection,
     RepairReport,
+    StopSignal,
 )
 from ..codec import decode_group, integer
 from ..codec import dumps as _dumps
@@ -45,7 +44,7 @@ from ..common import (
     runtime_count,
     unplaced_slots,
 )
-from .store import Clock, Group, HeldLock, ManualClock, is_time, open_store, wipe
+from .store import Clock, Group, HeldLock, ManualClock, MemoryStore, is_time, open_store, wipe
 
 __all__ = ["ManualClock", "MemoryBackend", "store_name", "wipe"]
 
@@ -73,10 +72,19 @@ class MemoryBackend(Backend):
             "other process can join it"
         )
 
-    def __init__(self, url: str, namespace: str, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        namespace: str,
+        *,
+        clock: Clock | None = None,
+        store: MemoryStore | None = None,
+    ) -> None:
+        """``store`` uses that store instead of the one ``url`` names in this process's
+        registry (a simulation keeps its stores to itself)."""
         self.url = url
         self.namespace = namespace
-        self.store = open_store(store_name(url), clock)
+        self.store = store if store is not None else open_store(store_name(url), clock)
         self._closed = False
 
     @property
@@ -330,7 +338,7 @@ class MemoryBackend(Backend):
     def lock_acquire(
         self, name: str, holder: str, ttl: float, *, grace: float = 0.0
     ) -> Acquired | None:
-        token = secrets.token_hex(12)
+        token = self.store.token(12)
         previous = None
         with self._group() as (group, now):
             if group.incarnation is None or now < group.grants_at + grace:
@@ -380,7 +388,7 @@ class MemoryBackend(Backend):
 
     # -- notifications -----------------------------------------------------------------------
 
-    def listen(self, on_event: Callable[[str], None], stop: threading.Event) -> None:
+    def listen(self, on_event: Callable[[str], None], stop: StopSignal) -> None:
         self.store.listen(self.namespace, on_event, stop)
 
     def close(self) -> None:

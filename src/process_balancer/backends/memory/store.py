@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
-from ..base import PRUNE_BATCH
+from ..base import PRUNE_BATCH, StopSignal
 from ..codec import Decoded, RawGroup, RawMember, version_value
 from ..counts import count_to_pause, count_to_resume, count_to_set
 
@@ -249,9 +249,18 @@ class Group:
 class MemoryStore:
     """Every group of one ``memory://NAME``; hold :attr:`lock` to read or change any of it."""
 
-    def __init__(self, name: str, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        clock: Clock | None = None,
+        *,
+        token: Callable[[int], str] = secrets.token_hex,
+    ) -> None:
         self.name = name
         self.clock: Clock = clock if clock is not None else time.time
+        #: ``token(n)``: n random bytes as hex, for lock tokens and incarnation ids (a
+        #: simulation passes a seeded one, so that a run is repeatable).
+        self.token = token
         self.lock = threading.Lock()
         #: listeners wait on it; every event is published with the lock held
         self.changed = threading.Condition(self.lock)
@@ -272,7 +281,7 @@ class MemoryStore:
 
     def incarnation_id(self) -> str:
         """A new incarnation id, never given before by this store (a wipe included)."""
-        return f"memory.{next(self._serial)}.{secrets.token_hex(3)}"
+        return f"memory.{next(self._serial)}.{self.token(3)}"
 
     def publish(self, namespace: str, message: str) -> None:
         """Queue ``message`` for every listener of ``namespace``; the caller holds the lock, so
@@ -293,9 +302,7 @@ class MemoryStore:
             self.groups.clear()
             self.wiped_at = self.clock()
 
-    def listen(
-        self, namespace: str, on_event: Callable[[str], None], stop: threading.Event
-    ) -> None:
+    def listen(self, namespace: str, on_event: Callable[[str], None], stop: StopSignal) -> None:
         """Call ``on_event`` for each event of ``namespace`` until ``stop`` is set, outside the
         lock (a handler may call the backend). ``stop`` is checked every 0.1 s."""
         pending: list[str] = []
@@ -313,7 +320,10 @@ class MemoryStore:
                     on_event(message)
         finally:
             with self.lock:
-                self.listeners[namespace].remove(pending)
+                # By identity: another listener's pending list may be equal to this one.
+                self.listeners[namespace] = [
+                    x for x in self.listeners[namespace] if x is not pending
+                ]
                 if not self.listeners[namespace]:
                     del self.listeners[namespace]
 

@@ -5,13 +5,12 @@ wakes members at once; the listener holds a connection of its own for ``LISTEN``
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
 
-from ..base import ACK_TTL_MS, COMMAND_TTL_MS, BackendError
+from ..base import ACK_TTL_MS, COMMAND_TTL_MS, BackendError, StopSignal
 from ..codec import dumps as _dumps
 from ..common import listen_with_retry
 from .client import PostgresClient
@@ -39,7 +38,7 @@ class PostgresCommands(PostgresClient):
         )
         return {str(identity): float(at) for identity, at in rows}
 
-    def listen(self, on_event: Callable[[str], None], stop: threading.Event) -> None:
+    def listen(self, on_event: Callable[[str], None], stop: StopSignal) -> None:
         def listen_once(subscribed: Callable[[], None]) -> None:
             conn = connect(
                 self.target.conninfo,

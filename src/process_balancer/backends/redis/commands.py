@@ -5,13 +5,12 @@ channel, which wakes members at once."""
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
 
-from ..base import ACK_TTL_MS, COMMAND_TTL_MS
+from ..base import ACK_TTL_MS, COMMAND_TTL_MS, StopSignal
 from ..codec import dumps as _dumps
 from ..common import listen_with_retry
 from .client import RedisClient
@@ -53,7 +52,7 @@ class RedisCommands(RedisClient):
                 acks[str(identity)] = 0.0  # acknowledged; only the time is unreadable
         return acks
 
-    def listen(self, on_event: Callable[[str], None], stop: threading.Event) -> None:
+    def listen(self, on_event: Callable[[str], None], stop: StopSignal) -> None:
         def listen_once(subscribed: Callable[[], None]) -> None:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:

@@ -13,7 +13,6 @@ wall clock (``time.time()``), which processes on one host share but hosts do not
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,6 +27,7 @@ from ..base import (
     HeartbeatResult,
     Inspection,
     RepairReport,
+    StopSignal,
 )
 from ..codec import decode_group
 from ..codec import dumps as _dumps
@@ -376,7 +376,7 @@ class SQLiteBackend(Backend):
 
     # -- notifications -----------------------------------------------------------------------
 
-    def listen(self, on_event: Callable[[str], None], stop: threading.Event) -> None:
+    def listen(self, on_event: Callable[[str], None], stop: StopSignal) -> None:
         listen(self.db, self.namespace, on_event, stop)
 
     def close(self) -> None:

@@ -8,10 +8,9 @@ seconds: one indexed range read, usually empty, that never blocks a writer in WA
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Callable
 
-from ..base import BackendError
+from ..base import BackendError, StopSignal
 from ..common import listen_with_retry
 from .connection import Database, connect
 
@@ -19,9 +18,7 @@ from .connection import Database, connect
 POLL_INTERVAL = 0.05
 
 
-def listen(
-    db: Database, namespace: str, on_event: Callable[[str], None], stop: threading.Event
-) -> None:
+def listen(db: Database, namespace: str, on_event: Callable[[str], None], stop: StopSignal) -> None:
     """Call ``on_event`` for each event of ``namespace`` until ``stop`` is set (Backend.listen)."""
 
     def listen_once(subscribed: Callable[[], None]) -> None:

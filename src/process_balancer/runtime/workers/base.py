@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import abc
 import logging
-import random
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -22,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 from ...backends.base import BackendError, CorruptStateError
 from ...job import Base, JobControl
 from ...locks.base import LockContext, LockDriver
+from ..kernel import SYSTEM, Kernel
 from ..leases import Lease, LeaseKeeper
 from ..wakeups import Notifier
 
@@ -74,13 +72,16 @@ class Worker(abc.ABC):
         keeper: LeaseKeeper,
         notifier: Notifier,
         on_exit: Callable[[Worker], None],
+        kernel: Kernel = SYSTEM,
     ) -> None:
         self.spec = spec
+        self.kernel = kernel
+        self._monotonic = kernel.monotonic
         self._keeper = keeper
         self._notifier = notifier
         self._on_exit = on_exit
-        self._stop_event = threading.Event()
-        self._wake = threading.Event()
+        self._stop_event = kernel.event()
+        self._wake = kernel.event()
         self._halt = False  # end the worker after the current iteration
         self._cut = False  # end the current iteration at the next record boundary
         self._lease: Lease | None = None  # the lock the current iteration holds
@@ -93,7 +94,7 @@ class Worker(abc.ABC):
         self.skipped = 0
         self.succeeded = False
         self.iteration_started: float | None = None
-        self.started_at = time.time()
+        self.started_at = kernel.time()
         #: What the job tells this worker (sleep, abort) and may read of it (lease left).
         self.control = JobControl(self._stop_event)
 
@@ -179,8 +180,8 @@ class Worker(abc.ABC):
                 return
             job.fencing_token = lease.fence
             self.control.lease_remaining = lease.remaining
-            self.iteration_started = time.time()
-            began = time.monotonic()
+            self.iteration_started = self.kernel.time()
+            began = self._monotonic()
             try:
                 self._process(job, lease)
             finally:
@@ -199,14 +200,14 @@ class Worker(abc.ABC):
                         lease.lost_reason,
                     )
                 if self.spec.on_iteration is not None:
-                    self.spec.on_iteration(job.job_id, time.monotonic() - began)
+                    self.spec.on_iteration(job.job_id, self._monotonic() - began)
             self.iterations += 1
             self.succeeded = True
         finally:
             self.call(job.after_perform)
 
     def _process(self, job: Base, lease: Lease) -> None:
-        if lease.lost or time.monotonic() >= lease.deadline - lease.margin:
+        if lease.lost or self._monotonic() >= lease.deadline - lease.margin:
             # Over before the iteration began (the process was frozen right after the lock
             # was granted): a peer may hold the slot with a newer token; claim nothing.
             if not lease.lost:
@@ -242,7 +243,7 @@ class Worker(abc.ABC):
                     job.job_id,
                     job.worker_index,
                 )
-        if not lease.lost and time.monotonic() >= lease.deadline:
+        if not lease.lost and self._monotonic() >= lease.deadline:
             lease.lost = True
             lease.lost_reason = "its deadline passed before it could be renewed"
 
@@ -250,7 +251,7 @@ class Worker(abc.ABC):
         spec = self.spec
         driver = spec.driver_class(spec.lock_context)
         hint = driver.wait_hint()
-        deadline = time.monotonic() + spec.acquire_timeout
+        deadline = self._monotonic() + spec.acquire_timeout
         delay = ACQUIRE_RETRY_MIN
         if hint is not None:
             self._notifier.subscribe(hint, self._wake)
@@ -264,7 +265,7 @@ class Worker(abc.ABC):
                     delay = min(delay * 2, ACQUIRE_RETRY_MAX)
                     continue
                 epoch = self._keeper.epoch
-                attempt_at = time.monotonic()
+                attempt_at = self._monotonic()
                 try:
                     fence = driver.try_acquire()
                 except CorruptStateError as exc:
@@ -297,7 +298,7 @@ class Worker(abc.ABC):
                         self._release(lease)
                         return None
                     return lease
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self._monotonic()
                 if remaining <= 0:
                     logger.info(
                         "job %s worker %d: worker lock still held elsewhere after %.1fs; "
@@ -307,7 +308,7 @@ class Worker(abc.ABC):
                         spec.acquire_timeout,
                     )
                     return None
-                self._wake.wait(min(remaining, delay * random.uniform(0.5, 1.5)))
+                self._wake.wait(min(remaining, delay * self.kernel.uniform(0.5, 1.5)))
                 delay = min(delay * 2, ACQUIRE_RETRY_MAX)
             return None
         finally:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
+from ..kernel import SYSTEM, Kernel
 from ..leases import LeaseKeeper
 from ..wakeups import Notifier
 from .base import Worker, WorkerSpec
@@ -24,11 +24,10 @@ class ThreadWorker(Worker):
         keeper: LeaseKeeper,
         notifier: Notifier,
         on_exit: Callable[[Worker], None],
+        kernel: Kernel = SYSTEM,
     ) -> None:
-        super().__init__(spec, keeper=keeper, notifier=notifier, on_exit=on_exit)
-        self._thread = threading.Thread(
-            target=self.run_slot, name=f"pb-{spec.job_id}-{spec.worker_index}", daemon=True
-        )
+        super().__init__(spec, keeper=keeper, notifier=notifier, on_exit=on_exit, kernel=kernel)
+        self._thread = kernel.thread(self.run_slot, f"pb-{spec.job_id}-{spec.worker_index}")
 
     def start(self) -> None:
         self._thread.start()
