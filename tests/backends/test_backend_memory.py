@@ -234,6 +234,31 @@ def test_a_newcomer_first_after_a_wipe_holds_locks_back_too(
     assert beat(backend, "new", known="", hold=3.0).new_incarnation == ""
 
 
+def test_a_restart_with_an_older_state_grants_no_lock_before_a_new_incarnation(
+    backend: MemoryBackend, clock: ManualClock
+) -> None:
+    # "a" holds j:0 and keeps heartbeating; the server then restarts with a copy of its state
+    # taken 5 s ago, in which a's membership has long expired. Until a heartbeat has begun a
+    # new incarnation (and its hold is over), "b" must not take the slot over: "a" runs it.
+    import copy
+
+    first = beat(backend, "a", known="", hold=3.0)
+    beat(backend, "b", known=first.incarnation)
+    held = backend.lock_acquire("j:0", "a", 30.0)
+    assert held is not None
+    old_copy = copy.deepcopy(backend.store.groups)
+    clock.advance(5.0)
+    beat(backend, "a", known=first.incarnation, hold=3.0)
+    backend.store.restart(old_copy)
+    assert backend.lock_acquire("j:0", "b", 30.0) is None
+    after = beat(backend, "b", known=first.incarnation, hold=3.0)
+    assert "server changed" in after.new_incarnation
+    assert backend.lock_acquire("j:0", "b", 30.0) is None
+    clock.advance(3.0)
+    taken = backend.lock_acquire("j:0", "b", 30.0)
+    assert taken is not None and taken.fence > held.fence
+
+
 # -- wake-ups, inspection, repair ----------------------------------------------------------------
 
 
