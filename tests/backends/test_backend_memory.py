@@ -191,6 +191,41 @@ def test_a_manager_sees_a_jump_of_the_manual_clock_as_a_step_of_the_server_clock
     assert manager.incarnation != first
 
 
+def test_a_process_takes_its_slots_from_a_new_incarnation_whose_versions_met_its_own(
+    backend: MemoryBackend, clock: ManualClock
+) -> None:
+    # The backend forgets the group. The process's first heartbeat there is applied but its
+    # answer is lost; the new incarnation counts versions from 0 again and reaches the very
+    # assignment version the process had seen in the old one. It must still read its slots
+    # of the new incarnation instead of keeping the old ones.
+    settings = settings_from(backend="sqlite:///unused.sqlite3", namespace="ns")
+    manager = Manager(settings, {}, backend, identity="m", handle_signals=False)
+    manager._beat()
+    backend.set_count("j", to=5, by=None, default=1)
+    version = backend.snapshot().version
+    assert backend.write_assignment(version, {"m": {"j": (4,)}}, {})
+    manager._beat()
+    assert manager._slots == {"j": (4,)}
+    seen = manager._seen_assignment_version
+    backend.wipe()
+    lost = backend.heartbeat(
+        "m",
+        traits=manager._traits(),
+        info={},
+        expiry=3.0,
+        seen_assignment_version=seen,
+        known_incarnation=manager.incarnation,
+    )
+    assert lost.version <= seen
+    while backend.snapshot().version < seen:
+        backend.set_count("j", to=2, by=None, default=1)
+    assert backend.write_assignment(seen, {"m": {"j": (0, 1)}}, {})
+    clock.advance(0.1)
+    manager._beat()  # the new incarnation: it had seen this version number in the old one
+    manager._beat()
+    assert manager._slots == {"j": (0, 1)}
+
+
 # -- forgetting everything -----------------------------------------------------------------------
 
 

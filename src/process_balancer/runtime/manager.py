@@ -274,6 +274,11 @@ class Manager(Controls):
             )
         if incarnation != self.incarnation:
             self._max_version = 0
+            if self.incarnation and result.slots is None:
+                # Versions of the new incarnation may meet the one this process saw in the
+                # old: the backend compared against it and sent no slots. Ask again.
+                self._seen_assignment_version = -1
+                self._wake.set()
             self.incarnation = incarnation
         self._max_version = max(self._max_version, result.version, result.assignment_version)
         self.membership.extend(sent_at, self.settings.process_expiry)
