@@ -340,9 +340,9 @@ class MemoryBackend(Backend):
     # -- worker locks ------------------------------------------------------------------------
 
     def lock_acquire(
-        self, name: str, holder: str, ttl: float, *, grace: float = 0.0
+        self, name: str, holder: str, ttl: float, *, grace: float = 0.0, token: str | None = None
     ) -> Acquired | None:
-        token = self.store.token(12)
+        token = token or self.store.token(12)
         previous = None
         with self._group() as (group, now):
             if (
