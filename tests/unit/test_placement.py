@@ -351,7 +351,7 @@ def test_preferred_process_joining_takes_the_preferring_job() -> None:
             [Member("a", 2, tags=frozenset({"gpu"})), Member("b", 3)],
             JobPlacement(require=frozenset({"gpu"})),
             "no_capacity",
-            "no spare capacity: the 1 live process with tag gpu that can run it have 2 slot",
+            "the only live process with tag gpu that can run it is full (2 slots",
         ),
     ],
 )

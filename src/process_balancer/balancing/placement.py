@@ -106,10 +106,16 @@ def unplaced_reason(
         )
     capacity = sum(m.capacity for m in eligible)
     with_tags = f" with {tags_word} {required}" if rule.require else ""
-    noun = "process" if len(eligible) == 1 else "processes"
+    if len(eligible) == 1:
+        slots = "1 slot" if capacity == 1 else f"{capacity} slots"
+        who = f"the only live process{with_tags} that can run it is full ({slots}"
+    else:
+        who = (
+            f"the {len(eligible)} live processes{with_tags} that can run it are full "
+            f"({capacity} slots in all"
+        )
     return UnplacedReason(
         "no_capacity",
-        f"no spare capacity: the {len(eligible)} live {noun}{with_tags} that can run it have "
-        f"{capacity} slot(s) (max_threads) and all are in use; start more processes"
-        f"{with_tags}, raise max_threads or lower the count",
+        f"no spare capacity: {who}, max_threads); start more processes{with_tags}, raise "
+        "max_threads or lower the count",
     )
