@@ -173,12 +173,18 @@ def assign(
     # The counts come from the current state alone whenever a repair is needed, and are
     # steered by the previous holdings only when the proportional rule places as much by
     # itself: either way, feeding the result back in yields the same counts, and the indexes
-    # below stay with their holders. See docs/design.md, "Placement".
-    counts_plan, repaired = plan({}, repair=True)
-    if previous is not None and not repaired:
-        sticky, _ = plan(kept, repair=False)
-        if all(sticky.placed(job_id) == counts_plan.placed(job_id) for job_id, _ in jobs):
-            counts_plan = sticky
+    # below stay with their holders. When every process that runs anything may run every
+    # job, no repair can help and each job's total does not depend on the steering, so the
+    # steered plan is the answer at once. See docs/design.md, "Placement".
+    capable = {member.identity for of_job in eligible.values() for member in of_job}
+    if all(len(of_job) == len(capable) for of_job in eligible.values()):
+        counts_plan, _ = plan(kept, repair=False)
+    else:
+        counts_plan, repaired = plan({}, repair=True)
+        if previous is not None and not repaired:
+            sticky, _ = plan(kept, repair=False)
+            if all(sticky.placed(job_id) == counts_plan.placed(job_id) for job_id, _ in jobs):
+                counts_plan = sticky
     slots: dict[str, dict[str, tuple[int, ...]]] = {}
     unplaced: dict[str, tuple[int, ...]] = {}
     for job_id, count in jobs:

@@ -53,7 +53,7 @@ def targets(
     floors = [remaining * member.capacity // total for member in open_members]
     leftover = remaining - sum(floors)
 
-    def rank(position: int) -> tuple[bool, bool, Fraction, int, int, str]:
+    def rank(position: int) -> tuple[bool, bool, float, int, int, str]:
         # A spare slot goes to a fractional share only, so every member stays within floor and
         # ceil of its exact share. Among those, members already running more than their floor
         # come first: any other choice would stop one of their workers to start one elsewhere.
@@ -63,7 +63,9 @@ def targets(
         member = open_members[position]
         remainder = remaining * member.capacity % total
         surplus = len(kept.get(member.identity, ())) - floors[position]
-        after = Fraction(load.get(member.identity, 0) + floors[position] * weight, member.capacity)
+        # A float: IEEE division rounds the same on every process, so every process ranks
+        # alike; two loads whose ratios round to one float tie and go on to the next keys.
+        after = (load.get(member.identity, 0) + floors[position] * weight) / member.capacity
         return (remainder == 0, surplus <= 0, after, -remainder, -surplus, member.identity)
 
     if leftover:
