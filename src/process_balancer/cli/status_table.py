@@ -79,9 +79,9 @@ def processes_table(status: Mapping[str, Any]) -> Table:
         "started",
         "heartbeat",
         "state",
-        "tags",
         "busy",
         "running",
+        "tags",
     )
     for name in columns:
         table.add_column(name, no_wrap=name in ("identity", "started"))
@@ -95,9 +95,9 @@ def processes_table(status: Mapping[str, Any]) -> Table:
             _text(_started(proc["started_at"], now)),
             _text(f"{duration(proc['heartbeat_age'])} ago"),
             _text(proc["state"], _STATE_STYLES.get(proc["state"], "")),
-            _text(", ".join(proc.get("tags", ())) or "-"),
             _text(f"{busy}/{capacity}"),
             _per_job(proc["running"]),
+            _text(", ".join(proc.get("tags", ())) or "-"),
         )
     return table
 
