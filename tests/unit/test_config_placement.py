@@ -84,6 +84,11 @@ def test_a_bad_tag_names_itself_and_the_rule(
     )
 
 
+def test_too_many_tags_are_refused(write: Callable[..., Path]) -> None:
+    path = write("global:\n  tags: [" + ", ".join(f"t{n}" for n in range(101)) + "]\n")
+    assert one_problem(path) == f"{path}: global.tags: holds 101 tags; at most 100 are allowed"
+
+
 def test_settings_from_accepts_tags() -> None:
     assert settings_from(backend="sqlite:///x.sqlite3", tags=["b", "a"], environ={}).tags == (
         "a",

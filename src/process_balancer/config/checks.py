@@ -21,6 +21,8 @@ NAME = re.compile(r"[A-Za-z0-9_.-]+")
 #: A process tag: ``gpu``, ``eu-west``, ``zone=eu-west-1a``, ``team/search``.
 TAG = re.compile(r"[A-Za-z0-9_.:=/-]{1,100}")
 TAG_RULE = "a tag is 1 to 100 letters, digits and '_', '.', '-', ':', '=', '/'"
+#: Most tags one list may hold: they travel with every heartbeat's traits.
+MAX_TAGS = 100
 
 #: A value that was reported as invalid: it still overrides, but skips the cross-field checks.
 INVALID = object()
@@ -96,6 +98,8 @@ def tags(value: object) -> tuple[str, ...]:
         )
     if not isinstance(value, (list, tuple)):
         raise Invalid(f"must be a list of tags such as [gpu, eu-west], got {show(value)}")
+    if len(value) > MAX_TAGS:
+        raise Invalid(f"holds {len(value)} tags; at most {MAX_TAGS} are allowed")
     for item in value:
         if not isinstance(item, str) or not TAG.fullmatch(item):
             raise Invalid(f"{show(item)} is not a tag: {TAG_RULE}")
