@@ -363,6 +363,7 @@ class Manager(Controls):
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
             "started_at": self.started_at,
+            **self.settings.placement_traits(),
         }
 
     def _info(self) -> dict[str, Any]:
