@@ -12,12 +12,16 @@ import sys
 import threading
 import traceback
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backends.base import COMMANDS, Backend, BackendError
 from .kernel import EventLike, Kernel
 from .observer import Observer
 from .wakeups import Notifier
+
+if TYPE_CHECKING:
+    from ..config.schema import Settings
+    from .supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,9 @@ class Controls:
     _stopping: bool
     jobs: dict[str, Any]
     observers: list[Observer]
+    settings: Settings
+    supervisor: Supervisor
+    started_at: float
 
     # -- requests (signal handlers, remote commands, embedding code) -------------------------
 
@@ -156,3 +163,29 @@ class Controls:
     @property
     def stopping(self) -> bool:
         return self._stopping
+
+    # -- what the heartbeat publishes -------------------------------------------------------
+
+    def _traits(self) -> dict[str, Any]:
+        return {
+            "capacity": self.settings.max_threads,
+            "active": not (self._quiet or self._stopping),
+            "quiet": self._quiet,
+            "stopping": self._stopping,
+            "jobs": sorted(self.jobs),
+            "defaults": {
+                job_id: entry.config.workers if entry.config.workers is not None else 1
+                for job_id, entry in self.jobs.items()
+            },
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            **self.settings.placement_traits(),
+        }
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "heartbeat_at": self.kernel.time(),
+            "running": self.supervisor.running(),
+            "slots": self.supervisor.describe(),
+        }

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ..backends.base import Backend, BackendError, CorruptStateError
 from ..balancing.rebalance import rebalance
@@ -346,32 +343,6 @@ class Manager(Controls):
             )
         self.membership.revoke()
         logger.info("process %s left the group", self.identity)
-
-    # -- state -------------------------------------------------------------------------------
-
-    def _traits(self) -> dict[str, Any]:
-        return {
-            "capacity": self.settings.max_threads,
-            "active": not (self._quiet or self._stopping),
-            "quiet": self._quiet,
-            "stopping": self._stopping,
-            "jobs": sorted(self.jobs),
-            "defaults": {
-                job_id: entry.config.workers if entry.config.workers is not None else 1
-                for job_id, entry in self.jobs.items()
-            },
-            "hostname": socket.gethostname(),
-            "pid": os.getpid(),
-            "started_at": self.started_at,
-            **self.settings.placement_traits(),
-        }
-
-    def _info(self) -> dict[str, Any]:
-        return {
-            "heartbeat_at": self.kernel.time(),
-            "running": self.supervisor.running(),
-            "slots": self.supervisor.describe(),
-        }
 
     def _make_spec(self, job_id: str, index: int) -> WorkerSpec:
         entry = self.jobs[job_id]
