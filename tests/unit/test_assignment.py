@@ -537,3 +537,29 @@ def test_equal_members_stay_balanced_and_move_little(
                     i < count for per_job in result.slots.values() for i in per_job.get(job_id, ())
                 )
         previous = result
+
+
+def test_a_join_moves_only_what_the_newcomer_takes_when_a_share_falls_to_its_floor() -> None:
+    # Found by the simulation (seed 1719): p3's exact share of b becomes exactly 1 when p4
+    # joins, so it gives b:1 up; b:1 must go to the newcomer, not to p2, or a join moves a
+    # slot between two processes that were there before.
+    members = [Member("p1", 4), Member("p2", 3), Member("p3", 5)]
+    before = assign(members, {"a": 6, "b": 3})
+    assert before.slots == {
+        "p1": {"a": (0, 1), "b": (2,)},
+        "p2": {"a": (2, 3)},
+        "p3": {"a": (4, 5), "b": (0, 1)},
+    }
+    after = assign([*members, Member("p4", 3)], {"a": 6, "b": 3}, previous=before)
+    owner_before = {
+        (j, i): m for m, jobs in before.slots.items() for j, ix in jobs.items() for i in ix
+    }
+    owner_after = {
+        (j, i): m for m, jobs in after.slots.items() for j, ix in jobs.items() for i in ix
+    }
+    moved = {
+        slot: (owner_before[slot], owner)
+        for slot, owner in owner_after.items()
+        if owner_before[slot] != owner
+    }
+    assert moved and all(new == "p4" for _, new in moved.values()), moved

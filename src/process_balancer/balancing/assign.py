@@ -144,6 +144,7 @@ def assign(
         for job_id, _ in jobs
     }
     held = _holdings(previous)
+    newcomers = _newcomers(roster, previous)
     kept = {
         job_id: _kept_indexes(eligible[job_id], held.get(job_id, ()), count)
         for job_id, count in jobs
@@ -158,7 +159,13 @@ def assign(
             left = count
             for tier in tiers(eligible[job_id], rules[job_id]):
                 given = targets(
-                    tier, result.room, steer.get(job_id, {}), left, result.load, weights[job_id]
+                    tier,
+                    result.room,
+                    steer.get(job_id, {}),
+                    left,
+                    result.load,
+                    weights[job_id],
+                    newcomers if steer else frozenset(),
                 )
                 for identity, target in given.items():
                     if target:
@@ -271,6 +278,14 @@ def _checked_indexes(
 
 
 # -- the assignment steps -----------------------------------------------------------------------
+
+
+def _newcomers(roster: Sequence[Member], previous: Previous | Assignment | None) -> frozenset[str]:
+    """Members the previous assignment did not name (none when there was none)."""
+    if not previous:
+        return frozenset()
+    mapping = previous.slots if isinstance(previous, Assignment) else previous
+    return frozenset(m.identity for m in roster if m.identity not in mapping)
 
 
 def _holdings(previous: Previous | Assignment | None) -> dict[str, list[tuple[str, Sequence[int]]]]:

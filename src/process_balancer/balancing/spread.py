@@ -17,6 +17,7 @@ def targets(
     count: int,
     load: Mapping[str, int],
     weight: int,
+    new: frozenset[str] = frozenset(),
 ) -> dict[str, int]:
     """Spread ``count`` slots over ``eligible`` in proportion to capacity, within ``room``.
 
@@ -24,7 +25,10 @@ def targets(
     below its share gets what fits while the rest is spread over the others the same way.
     ``kept`` (identity -> indexes it may keep) steers the spare slots of the rounding to the
     members already running them; ``load`` (identity -> weighted slots placed so far, in the
-    same integer unit as ``weight``) then steers them to the least loaded members.
+    same integer unit as ``weight``) then steers them to the least loaded members. ``new``
+    names members the previous assignment did not have: a spare slot that must leave its
+    holder goes to them before it goes to another member, so a join moves only what the
+    newcomers take.
     """
     open_members = [m for m in eligible if m.capacity > 0 and room[m.identity] > 0]
     remaining = count
@@ -53,11 +57,12 @@ def targets(
     floors = [remaining * member.capacity // total for member in open_members]
     leftover = remaining - sum(floors)
 
-    def rank(position: int) -> tuple[bool, bool, float, int, int, str]:
+    def rank(position: int) -> tuple[bool, bool, bool, float, int, int, str]:
         # A spare slot goes to a fractional share only, so every member stays within floor and
         # ceil of its exact share. Among those, members already running more than their floor
         # come first: any other choice would stop one of their workers to start one elsewhere.
-        # Then the member whose weighted load would be lowest relative to its capacity, so
+        # Then members that have just joined: a slot that moves anyway moves to them. Then
+        # the member whose weighted load would be lowest relative to its capacity, so
         # the spare slots of many jobs (heavy ones above all) do not all land on one process;
         # then the largest remainder, the most held, and identity.
         member = open_members[position]
@@ -66,7 +71,8 @@ def targets(
         # A float: IEEE division rounds the same on every process, so every process ranks
         # alike; two loads whose ratios round to one float tie and go on to the next keys.
         after = (load.get(member.identity, 0) + floors[position] * weight) / member.capacity
-        return (remainder == 0, surplus <= 0, after, -remainder, -surplus, member.identity)
+        old = member.identity not in new
+        return (remainder == 0, surplus <= 0, old, after, -remainder, -surplus, member.identity)
 
     if leftover:
         for position in sorted(range(len(open_members)), key=rank)[:leftover]:
