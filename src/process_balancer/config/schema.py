@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import checks, defaults
-from .loader import ConfigError, format_problem, load_job_class, read_config_file
+from .loader import ConfigError, load_factory, load_job_class, read_config_file
 
 if TYPE_CHECKING:
     from ..job import Base
@@ -57,6 +57,7 @@ JOB_KEYS = (
     "takeover_grace",
     "max_workers",
     "worker",
+    "iteration_context",
 )
 
 
@@ -74,8 +75,11 @@ class JobConfig:
     takeover_grace: float = defaults.TAKEOVER_GRACE
     #: Most workers this job may be scaled to (its own ``max_workers``, else the global one).
     max_workers: int = defaults.MAX_WORKERS
-    #: How each slot's iterations run (``runtime/workers/``): ``thread``.
-    worker: str = defaults.WORKER_KIND
+    #: How each slot's iterations run (``runtime/workers/``): ``thread`` or ``asyncio``;
+    #: None (not set) picks by the job's class: ``asyncio`` for an AsyncBase, else ``thread``.
+    worker: str | None = None
+    #: ``module:function`` names of context-manager factories entered around each iteration.
+    iteration_context: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -246,7 +250,8 @@ def _check_job(
     grace = optional(
         "takeover_grace", lambda v: checks.seconds(v, positive=False), defaults.TAKEOVER_GRACE
     )
-    worker = optional("worker", checks.worker_kind, defaults.WORKER_KIND)
+    worker = optional("worker", checks.worker_kind, None)
+    contexts = optional("iteration_context", checks.iteration_context, ())
     max_workers, max_origin = global_max
     if "max_workers" in entry:
         max_workers = optional("max_workers", checks.max_workers, _INVALID)
@@ -282,6 +287,7 @@ def _check_job(
         takeover_grace=grace,
         max_workers=max_workers,
         worker=worker,
+        iteration_context=contexts,
     )
 
 
@@ -374,12 +380,30 @@ def settings_from(
 
 
 def resolve_job_class(job: JobConfig, config_file: Path | None) -> type[Base]:
-    """Import the class a job names; call it after the ``-r`` modules are loaded."""
+    """Import the class a job names and its ``iteration_context`` factories, and check that
+    its ``worker`` kind can run it; call it after the ``-r`` modules are loaded."""
+    from ..runtime.workers import kind_for
+
+    problems = checks.Problems(config_file)
+    where = f"jobs.{job.job_id}"
+    found: type[Base] | None = None
     try:
-        return load_job_class(job.class_path)
+        found = load_job_class(job.class_path)
     except ConfigError as exc:
-        where = f"jobs.{job.job_id}.class"
-        raise ConfigError(format_problem(config_file, where, str(exc))) from None
+        problems.add(f"{where}.class", str(exc))
+    for i, name in enumerate(job.iteration_context):
+        try:
+            load_factory(name)
+        except ConfigError as exc:
+            problems.add(f"{where}.iteration_context[{i}]", str(exc))
+    if found is not None:
+        try:
+            kind_for(found, job.worker)
+        except ValueError as exc:
+            problems.add(f"{where}.worker", str(exc))
+    problems.raise_if_any()
+    assert found is not None
+    return found
 
 
 def resolve_job_classes(settings: Settings) -> dict[str, type[Base]]:

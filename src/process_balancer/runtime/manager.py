@@ -109,6 +109,7 @@ class Manager(Controls):
                 started.append(observer)
             return self._run()
         finally:
+            self.supervisor.close()
             for observer in started:
                 observer.close()
 
@@ -361,11 +362,7 @@ class Manager(Controls):
         }
 
     def _info(self) -> dict[str, Any]:
-        return {
-            "heartbeat_at": self.kernel.time(),
-            "running": self.supervisor.running(),
-            "slots": self.supervisor.describe(),
-        }
+        return {"heartbeat_at": self.kernel.time(), **self.supervisor.info()}
 
     def _make_spec(self, job_id: str, index: int) -> WorkerSpec:
         entry = self.jobs[job_id]
