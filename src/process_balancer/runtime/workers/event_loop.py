@@ -276,7 +276,9 @@ class EventLoop:
             "at": self._kernel.time(),
         }
         if self._reported_for == beat:
-            logger.warning("the asyncio workers' event loop runs again after %.2fs", lag)
+            logger.warning(
+                "the asyncio workers' event loop runs again after %.2fs blocked by %s", lag, culprit
+            )
         else:
             logger.warning(
                 "the asyncio workers' event loop was blocked for %.2fs by %s: every asyncio "
