@@ -1,6 +1,7 @@
 """AsyncBase jobs under real ``process-balancer run`` processes against real Redis: the
 iteration protocol, cancellation by a stop or a lost lock, signals, scaling, exclusive
-records while processes come and go, and the event loop's lag when a job blocks it."""
+records while processes come and go, the event loop's lag when a job blocks it, and
+iteration contexts named in the config, for both worker kinds."""
 
 from __future__ import annotations
 
@@ -232,3 +233,45 @@ def test_a_blocking_job_shows_as_event_loop_lag_in_status_metrics_and_the_log(
     assert samples["process_balancer_event_loop_lag_seconds"] >= 0.4
     assert samples["process_balancer_event_loop_stalls_total"] >= 1
     assert samples["process_balancer_event_loop_slots"] == 1
+
+
+def test_iteration_contexts_named_in_the_config_wrap_every_iteration_of_both_kinds(
+    group_config, spawn, iteration_log
+) -> None:
+    """Given a thread job and an async job whose config names a context factory (an async
+    one for the async job), then every iteration is wrapped: entered with the iteration's
+    fencing token before lock_records, exited after unlock_records, the last one (cut by
+    the stop) included."""
+    config = group_config(
+        {
+            "t": {
+                "class": "support.jobs:RecordingJob",
+                "workers": 1,
+                "records": 2,
+                "record_time": 0.02,
+                "iteration_context": ["support.jobs:logged_context"],
+            },
+            "a": {
+                **JOB,
+                "workers": 1,
+                "records": 2,
+                "iteration_context": ["support.jobs:logged_async_context"],
+            },
+        }
+    )
+    proc = spawn(config, "p")
+    wait_until(lambda: len(events(iteration_log, "end")) >= 10, 15, message="ten iterations")
+    proc.send(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    for job in ("t", "a"):
+        seen = [e for e in iteration_log.events() if e["job"] == job and e["ev"] != "cancel"]
+        kinds = [e["ev"] for e in seen]
+        assert len(kinds) >= 8 and kinds == ["ctx-enter", "start", "end", "ctx-exit"] * (
+            len(kinds) // 4
+        ), kinds
+        for enter, start in zip(seen[0::4], seen[1::4], strict=True):
+            assert enter["seen"] == start["fence"] is not None
+        exits = [e["error"] for e in seen[3::4]]
+        # A stop cancels the async job's running record: its context sees the cancellation.
+        assert exits[:-1] == [None] * (len(exits) - 1)
+        assert exits[-1] in ((None, "CancelledError") if job == "a" else (None,))

@@ -8,10 +8,12 @@ which each process was inside each slot and check that no two overlap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import process_balancer
@@ -238,3 +240,30 @@ def _append(path: str, entry: dict[str, Any]) -> None:
         os.write(fd, line)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def logged_context(job: RecordingJob) -> Iterator[None]:
+    """An ``iteration_context`` factory: logs ``ctx-enter`` with the token it sees and
+    ``ctx-exit`` with the exception the iteration ended with, if any."""
+    job._log("ctx-enter", seen=job.fencing_token)
+    try:
+        yield
+    except BaseException as exc:
+        job._log("ctx-exit", error=type(exc).__name__)
+        raise
+    job._log("ctx-exit", error=None)
+
+
+@contextlib.asynccontextmanager
+async def logged_async_context(job: AsyncRecordingJob) -> AsyncIterator[None]:
+    """The same as an async context manager, for AsyncBase jobs."""
+    await asyncio.sleep(0)
+    job._log("ctx-enter", seen=job.fencing_token)
+    try:
+        yield
+    except BaseException as exc:
+        job._log("ctx-exit", error=type(exc).__name__)
+        raise
+    await asyncio.sleep(0)
+    job._log("ctx-exit", error=None)
