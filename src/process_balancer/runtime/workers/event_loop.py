@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import queue
 import sys
 import threading
@@ -100,6 +101,8 @@ class EventLoop:
     MAX_HELPERS = 16
     #: Seconds the loop's thread is given to finish cancelled slots when the process exits.
     CLOSE_TIMEOUT = 3.0
+    #: Seconds between two warnings about stalls caused by the same slot.
+    WARN_EVERY = 10.0
 
     def __init__(
         self, kernel: Kernel = SYSTEM, warn_after: float = defaults.EVENT_LOOP_LAG_WARNING
@@ -129,6 +132,7 @@ class EventLoop:
         self._suspect: Suspect | None = None
         self._suspect_for = -1.0  # the beat the suspect was seen in
         self._reported_for = -1.0  # the beat whose stall was reported while it lasted
+        self._warned: dict[str | None, tuple[float, int]] = {}  # culprit -> last log, unlogged
 
     # -- running coroutines ------------------------------------------------------------------
 
@@ -268,7 +272,6 @@ class EventLoop:
             return
         self.stalls += 1
         suspect = self._suspect if self._suspect_for == beat else None
-        culprit = _name(suspect)
         self.last_stall = {
             "seconds": round(lag, 3),
             "slot": suspect.label if suspect is not None else None,
@@ -276,17 +279,9 @@ class EventLoop:
             "at": self._kernel.time(),
         }
         if self._reported_for == beat:
-            logger.warning(
-                "the asyncio workers' event loop runs again after %.2fs blocked by %s", lag, culprit
-            )
+            logger.info("the asyncio workers' event loop runs again after %.2fs", lag)
         else:
-            logger.warning(
-                "the asyncio workers' event loop was blocked for %.2fs by %s: every asyncio "
-                "slot of this process waited meanwhile; await the blocking call or run it "
-                "with asyncio.to_thread",
-                lag,
-                culprit,
-            )
+            self._warn(suspect, "was blocked for %.2fs", lag)
 
     def recent_lag(self) -> float:
         """The largest lag of the last :attr:`WINDOW` seconds, a stall going on included."""
@@ -312,13 +307,26 @@ class EventLoop:
                 self._suspect_for = beat
             if late >= self.warn_after and self._reported_for != beat:
                 self._reported_for = beat
-                logger.warning(
-                    "the asyncio workers' event loop has been blocked for %.2fs by %s: every "
-                    "asyncio slot of this process waits; await the blocking call or run it "
-                    "with asyncio.to_thread",
-                    late,
-                    _name(self._suspect),
-                )
+                self._warn(self._suspect, "has been blocked for %.2fs", late)
+
+    def _warn(self, suspect: Suspect | None, what: str, seconds: float) -> None:
+        """Log a stall, at most once per :attr:`WARN_EVERY` seconds for each culprit (a job
+        that blocks in every record would otherwise log several lines a second)."""
+        key = suspect.label if suspect is not None else None
+        now = self._monotonic()
+        last, unlogged = self._warned.get(key, (-math.inf, 0))
+        if now - last < self.WARN_EVERY:
+            self._warned[key] = (last, unlogged + 1)
+            return
+        self._warned[key] = (now, 0)
+        more = f" ({unlogged} more stall(s) of it since the last report)" if unlogged else ""
+        logger.warning(
+            "the asyncio workers' event loop %s by %s%s: every asyncio slot of this process "
+            "waits meanwhile; await the blocking call or run it with asyncio.to_thread",
+            what % seconds,
+            _name(suspect),
+            more,
+        )
 
     def _blame(self) -> Suspect | None:
         """The slot whose code runs on the loop now, and the line it is at."""
