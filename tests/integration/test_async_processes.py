@@ -123,6 +123,22 @@ def test_term_cancels_running_records_unlocks_and_exits_zero(
     assert "left the group" in a.log()
 
 
+def test_ttin_dumps_every_asyncio_task_with_its_await_chain(
+    group_config, spawn, iteration_log
+) -> None:
+    config = group_config({"q": {**JOB, "workers": 1, "records": 2, "record_time": 30}})
+    a = spawn(config, "a")
+    wait_until(lambda: events(iteration_log, "start"), 15, message="a running")
+    a.send(signal.SIGTTIN)
+    wait_until(
+        lambda: "asyncio tasks:" in a.log() and "Task pb-q-0-records:" in a.log(),
+        5,
+        message="a dump naming the slot's records task",
+    )
+    dump = a.log().split("asyncio tasks:", 1)[1]
+    assert "Task pb-q-0:" in dump and "in process_record" in dump
+
+
 def test_quiet_hands_every_async_slot_to_a_peer(group_config, spawn, iteration_log) -> None:
     config = group_config({"q": {**JOB, "workers": 4}})
     a = spawn(config, "a")

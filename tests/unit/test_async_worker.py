@@ -360,7 +360,7 @@ def test_a_blocking_call_is_measured_as_lag_and_names_the_slot(
     with caplog.at_level(logging.WARNING, logger="process_balancer.runtime.workers.event_loop"):
         worker.start()
         host = worker.host
-        wait_until(lambda: host.stalls >= 3, 10, message="three stalls measured")
+        wait_until(lambda: host.lag.stalls >= 3, 10, message="three stalls measured")
         info = shared.describe()["event_loop"]
         assert info["lag"] >= 0.45
         assert info["slots"] == 1
@@ -383,7 +383,21 @@ def test_lag_stays_small_without_blocking_calls(backend, keeper, shared) -> None
     worker.start()
     time.sleep(1.0)
     host: EventLoop = worker.host
-    assert host.stalls == 0
-    assert host.recent_lag() < 0.1
+    assert host.lag.stalls == 0
+    assert host.lag.recent_lag() < 0.1
+    worker.stop("test over")
+    assert done.wait(5)
+
+
+def test_a_stack_dump_lists_every_task_on_the_loop(backend, keeper, shared) -> None:
+    """TTIN and the dump command add each asyncio task's stack to the thread dump."""
+    opts = options(record_time=30, abort=False)
+    done = threading.Event()
+    worker = make_worker(backend, keeper, shared, Scripted, opts, index=5, done=done)
+    worker.start()
+    wait_until(lambda: "process_record:1" in opts["calls"], 10, message="first record")
+    dump = shared.dump()
+    assert "asyncio tasks:" in dump and "pb-event-loop-lag" in dump
+    assert "pb-j-5-records" in dump and "in process_record" in dump
     worker.stop("test over")
     assert done.wait(5)

@@ -132,7 +132,8 @@ class Manager(Controls):
         while True:
             if self._dump_requested:
                 self._dump_requested = False
-                logger.warning("thread dump of %s:\n%s", self.identity, thread_dump())
+                dump = thread_dump() + self.supervisor.shared.dump()
+                logger.warning("thread dump of %s:\n%s", self.identity, dump)
             if self._stop_requested and not self._stopping:
                 self._stopping = True
                 stop_deadline = self._monotonic() + self.settings.shutdown_timeout

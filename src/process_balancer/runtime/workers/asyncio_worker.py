@@ -113,6 +113,8 @@ class AsyncWorker(Worker):
 
     async def _run_slot(self) -> None:
         self._slot_task = asyncio.current_task()
+        if self._slot_task is not None:  # named as the thread kind names its threads
+            self._slot_task.set_name(f"pb-{self.spec.job_id}-{self.spec.worker_index}")
         self.host.register(self)
         control = self.control
         try:
@@ -174,9 +176,9 @@ class AsyncWorker(Worker):
         try:
             if self._contexts:
                 async with await enter_all_async(self._contexts, job):
-                    await self._records_in_task(job)
+                    await self._records_in_task(job, lease)
             else:
-                await self._records_in_task(job)
+                await self._records_in_task(job, lease)
         except asyncio.CancelledError:
             # Cancelled by a stop or a lost lock: the iteration ends, as at a record boundary.
             if self._cancelled_task is None or not self._cancelled_task.cancelled():
@@ -185,10 +187,10 @@ class AsyncWorker(Worker):
             self._cancelled_task = None
         self._outlived(lease)
 
-    async def _records_in_task(self, job: AsyncBase) -> None:
+    async def _records_in_task(self, job: AsyncBase, lease: Lease) -> None:
         """The records run as a task of their own, the one a stop or a lost lock cancels."""
         task = asyncio.get_running_loop().create_task(
-            self._records_async(job), name=f"pb-{job.job_id}-{job.worker_index}-records"
+            self._records_async(job, lease), name=f"pb-{job.job_id}-{job.worker_index}-records"
         )
         self._records_task = task
         try:
@@ -196,7 +198,9 @@ class AsyncWorker(Worker):
         finally:
             self._records_task = None
 
-    async def _records_async(self, job: AsyncBase) -> None:
+    async def _records_async(self, job: AsyncBase, lease: Lease) -> None:
+        if self._ran_out(lease):
+            return  # checked again: on a busy loop the task may begin well after it was made
         primary: BaseException | None = None
         self._claiming = True
         try:

@@ -13,6 +13,9 @@ class Resource(Protocol):
 
     def describe(self) -> dict[str, Any]: ...
 
+    def dump(self) -> str:
+        """What it runs now, as text, for a stack dump (TTIN, ``dump``)."""
+
     def close(self) -> None: ...
 
 
@@ -43,6 +46,12 @@ class SharedResources:
         for item in items:
             info.update(item.describe())
         return info
+
+    def dump(self) -> str:
+        """What the resources run now (the asyncio tasks' stacks), after the thread dump."""
+        with self._mutex:
+            items = list(self._items.values())
+        return "".join(item.dump() for item in items)
 
     def close(self) -> None:
         with self._mutex:
