@@ -348,6 +348,7 @@ FOLDER_MARKERS = {
     "backends": "backend",
     "integration": "integration",
     "web": "web",
+    "simulation": "simulation",
 }
 
 

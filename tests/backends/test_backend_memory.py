@@ -191,6 +191,41 @@ def test_a_manager_sees_a_jump_of_the_manual_clock_as_a_step_of_the_server_clock
     assert manager.incarnation != first
 
 
+def test_a_process_takes_its_slots_from_a_new_incarnation_whose_versions_met_its_own(
+    backend: MemoryBackend, clock: ManualClock
+) -> None:
+    # The backend forgets the group. The process's first heartbeat there is applied but its
+    # answer is lost; the new incarnation counts versions from 0 again and reaches the very
+    # assignment version the process had seen in the old one. It must still read its slots
+    # of the new incarnation instead of keeping the old ones.
+    settings = settings_from(backend="sqlite:///unused.sqlite3", namespace="ns")
+    manager = Manager(settings, {}, backend, identity="m", handle_signals=False)
+    manager._beat()
+    backend.set_count("j", to=5, by=None, default=1)
+    version = backend.snapshot().version
+    assert backend.write_assignment(version, {"m": {"j": (4,)}}, {})
+    manager._beat()
+    assert manager._slots == {"j": (4,)}
+    seen = manager._seen_assignment_version
+    backend.wipe()
+    lost = backend.heartbeat(
+        "m",
+        traits=manager._traits(),
+        info={},
+        expiry=3.0,
+        seen_assignment_version=seen,
+        known_incarnation=manager.incarnation,
+    )
+    assert lost.version <= seen
+    while backend.snapshot().version < seen:
+        backend.set_count("j", to=2, by=None, default=1)
+    assert backend.write_assignment(seen, {"m": {"j": (0, 1)}}, {})
+    clock.advance(0.1)
+    manager._beat()  # the new incarnation: it had seen this version number in the old one
+    manager._beat()
+    assert manager._slots == {"j": (0, 1)}
+
+
 # -- forgetting everything -----------------------------------------------------------------------
 
 
@@ -232,6 +267,31 @@ def test_a_newcomer_first_after_a_wipe_holds_locks_back_too(
     backend.wipe()
     clock.advance(10.0)
     assert beat(backend, "new", known="", hold=3.0).new_incarnation == ""
+
+
+def test_a_restart_with_an_older_state_grants_no_lock_before_a_new_incarnation(
+    backend: MemoryBackend, clock: ManualClock
+) -> None:
+    # "a" holds j:0 and keeps heartbeating; the server then restarts with a copy of its state
+    # taken 5 s ago, in which a's membership has long expired. Until a heartbeat has begun a
+    # new incarnation (and its hold is over), "b" must not take the slot over: "a" runs it.
+    import copy
+
+    first = beat(backend, "a", known="", hold=3.0)
+    beat(backend, "b", known=first.incarnation)
+    held = backend.lock_acquire("j:0", "a", 30.0)
+    assert held is not None
+    old_copy = copy.deepcopy(backend.store.groups)
+    clock.advance(5.0)
+    beat(backend, "a", known=first.incarnation, hold=3.0)
+    backend.store.restart(old_copy)
+    assert backend.lock_acquire("j:0", "b", 30.0) is None
+    after = beat(backend, "b", known=first.incarnation, hold=3.0)
+    assert "server changed" in after.new_incarnation
+    assert backend.lock_acquire("j:0", "b", 30.0) is None
+    clock.advance(3.0)
+    taken = backend.lock_acquire("j:0", "b", 30.0)
+    assert taken is not None and taken.fence > held.fence
 
 
 # -- wake-ups, inspection, repair ----------------------------------------------------------------

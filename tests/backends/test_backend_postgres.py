@@ -453,3 +453,40 @@ def test_an_upgrade_drops_the_count_functions_without_a_ceiling(
         (postgres_schema,),
     ).fetchall()
     assert len(signatures) == 1 and "p_max text" in signatures[0][0]
+
+
+def test_a_state_restored_from_another_server_grants_no_lock_before_a_new_incarnation(
+    backend: PostgresBackend, db, postgres_schema: str, namespace: str
+) -> None:
+    # As after a restore from a backup (or a failover): the rows name the server that began
+    # the incarnation, and a's membership in them has long expired while "a" still runs j:0.
+    # Nothing may be granted before a heartbeat has begun a new incarnation and held it.
+    first = beat(backend, "a")
+    beat(backend, "b")
+    held = backend.lock_acquire("j:0", "a", 30.0)
+    assert held is not None
+    db.execute(
+        f"UPDATE {postgres_schema}.pb_groups SET incarnation_server = 'another server' "
+        "WHERE namespace = %s",
+        (namespace,),
+    )
+    db.execute(
+        f"UPDATE {postgres_schema}.pb_members SET deadline = now() - interval '1 minute' "
+        "WHERE namespace = %s AND identity = 'a'",
+        (namespace,),
+    )
+    assert backend.lock_acquire("j:0", "b", 30.0) is None
+    after = backend.heartbeat(
+        "b",
+        traits=TRAITS,
+        info={},
+        expiry=30,
+        seen_assignment_version=-1,
+        known_incarnation=first.incarnation,
+        hold=0.5,
+    )
+    assert "server changed" in after.new_incarnation
+    assert backend.lock_acquire("j:0", "b", 30.0) is None
+    time.sleep(0.6)
+    taken = backend.lock_acquire("j:0", "b", 30.0)
+    assert taken is not None and taken.fence > held.fence

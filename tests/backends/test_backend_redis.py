@@ -11,6 +11,7 @@ import redis
 
 from process_balancer.backends import CorruptStateError
 from process_balancer.backends.redis.backend import RedisBackend
+from support.servers import RedisServer
 
 TRAITS = {"capacity": 4, "active": True, "jobs": ["j"], "defaults": {"j": 2}, "started_at": 1.0}
 
@@ -221,3 +222,42 @@ def test_a_heartbeat_discards_unreadable_group_state_and_begins_a_new_incarnatio
     )
     assert again.incarnation == result.incarnation and again.commands == []
     assert rclient.exists(f"{namespace}:commands:a") == 0
+
+
+def test_a_server_restarted_from_an_older_snapshot_grants_no_lock_before_a_new_incarnation(
+    redis_server: RedisServer,
+) -> None:
+    # "a" holds j:0 and keeps heartbeating; the server restarts from a snapshot in which a's
+    # membership has expired. Before a heartbeat has begun a new incarnation (and its hold is
+    # over), "b" must not take j:0 over: "a" still runs it.
+    backend = RedisBackend(redis_server.url, "ns")
+    try:
+        first = backend.heartbeat(
+            "a", traits=TRAITS, info={}, expiry=0.5, seen_assignment_version=-1
+        )
+        backend.heartbeat("b", traits=TRAITS, info={}, expiry=30, seen_assignment_version=-1)
+        held = backend.lock_acquire("j:0", "a", 30.0)
+        assert held is not None
+        redis_server.save_snapshot()
+        time.sleep(0.6)  # a's membership in the snapshot has expired; a itself goes on
+        backend.heartbeat("a", traits=TRAITS, info={}, expiry=30, seen_assignment_version=-1)
+        redis_server.restart_from_snapshot()
+        with redis_server.client() as client:
+            assert client.exists("ns:lock:j:0")  # the snapshot has the lock and its holder
+        assert backend.lock_acquire("j:0", "b", 30.0) is None
+        after = backend.heartbeat(
+            "b",
+            traits=TRAITS,
+            info={},
+            expiry=30,
+            seen_assignment_version=-1,
+            known_incarnation=first.incarnation,
+            hold=1.0,
+        )
+        assert "server changed" in after.new_incarnation
+        assert backend.lock_acquire("j:0", "b", 30.0) is None
+        time.sleep(1.1)
+        taken = backend.lock_acquire("j:0", "b", 30.0)
+        assert taken is not None and taken.fence > held.fence
+    finally:
+        backend.close()

@@ -52,7 +52,8 @@ class RedisServer:
     """``redis-server`` on a free loopback port, keeping nothing on disk.
 
     ``pause()``/``resume()`` stall it (SIGSTOP/SIGCONT), ``kill()`` ends it, ``restart_empty()``
-    starts a fresh one with no data on the same port, and with ``clock=True``
+    starts a fresh one with no data on the same port, ``restart_from_snapshot()`` one with the
+    data of the last ``save_snapshot()``, and with ``clock=True``
     ``step_clock(+20)`` moves its wall clock (the one ``TIME``, Lua and key expiry use).
     """
 
@@ -63,6 +64,8 @@ class RedisServer:
         self.clock_file: Path | None = workdir / f"redis-{self.port}.clock" if clock else None
         self.popen: subprocess.Popen[bytes] | None = None
         self.paused = False
+        #: Written only by :meth:`save_snapshot`, loaded by the next start.
+        self.snapshot_file = workdir / f"redis-{self.port}.rdb"
         self.start()
 
     def start(self) -> None:
@@ -87,6 +90,8 @@ class RedisServer:
                     "no",
                     "--dir",
                     str(self.workdir),
+                    "--dbfilename",
+                    self.snapshot_file.name,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -145,6 +150,21 @@ class RedisServer:
 
     def restart_empty(self) -> None:
         """Kill the server and start a new one with no data on the same port."""
+        self.kill()
+        self.snapshot_file.unlink(missing_ok=True)
+        self.start()
+
+    def save_snapshot(self) -> None:
+        """Write the server's data to its snapshot file now (``SAVE``)."""
+        client = self.client(socket_timeout=5)
+        try:
+            client.save()
+        finally:
+            client.close()
+
+    def restart_from_snapshot(self) -> None:
+        """Kill the server and start a new one that loads the last :meth:`save_snapshot`:
+        a restart from an older backup, or a failover to a replica that lagged behind."""
         self.kill()
         self.start()
 

@@ -258,3 +258,33 @@ def test_a_lease_that_ran_out_before_the_iteration_began_starts_no_iteration(
     assert options["calls"][:3] == ["before_perform", "after_perform", "before_perform"]
     assert options["calls"].count("lock_records") == 1
     assert worker.lock_losses == 1 and worker.outcome == "aborted"
+
+
+class AnswerLost(MemoryBackend):
+    """Takes the lock, then loses the answer (the caller sees a timeout)."""
+
+    def lock_acquire(self, *args: Any, **kwargs: Any) -> Any:
+        super().lock_acquire(*args, **kwargs)
+        raise process_balancer.BackendError("timed out (the answer was lost)")
+
+
+def test_a_lock_taken_by_an_attempt_whose_answer_was_lost_is_given_back_on_giving_up(
+    namespace: str,
+) -> None:
+    # The slot moves on before the next attempt: the lock must not stay with this (live)
+    # process for its whole TTL, blocking the slot's new owner.
+    lossy = AnswerLost(f"memory://{namespace}", namespace)
+    lossy.heartbeat(IDENTITY, traits={}, info={}, expiry=30, seen_assignment_version=-1)
+    lossy.heartbeat("peer", traits={}, info={}, expiry=30, seen_assignment_version=-1)
+    context = LockContext(lossy, namespace, "j", 0, IDENTITY, 30.0)
+    driver = SimpleRedisLock(context)
+    with pytest.raises(process_balancer.BackendError):
+        driver.try_acquire()
+    plain = MemoryBackend(f"memory://{namespace}", namespace)
+    assert plain.lock_acquire("j:0", "peer", 30.0) is None  # it was taken, for IDENTITY
+    driver.close()
+    taken = plain.lock_acquire("j:0", "peer", 30.0)
+    assert taken is not None
+    # Closing again (or after a successful attempt) releases nothing of anyone else's.
+    driver.close()
+    assert plain.lock_renew("j:0", taken.token, 30.0)

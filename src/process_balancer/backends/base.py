@@ -315,7 +315,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def lock_acquire(
-        self, name: str, holder: str, ttl: float, *, grace: float = 0.0
+        self, name: str, holder: str, ttl: float, *, grace: float = 0.0, token: str | None = None
     ) -> Acquired | None:
         """Take lock ``name`` for ``holder`` for ``ttl`` seconds.
 
@@ -326,6 +326,10 @@ class Backend(abc.ABC):
         fencing token greater than every earlier one of this lock, also across a backend
         that restarted empty or went back to an older state (it is at least the backend's
         clock in microseconds).
+
+        ``token`` is the lock's token (a random one when None): a caller that chose it can
+        release the lock with it when the answer was lost and it does not know whether the
+        lock was taken.
         """
 
     @abc.abstractmethod

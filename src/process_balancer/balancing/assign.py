@@ -16,8 +16,15 @@ The rules, and why they are the rules:
 - Each job's slots are spread in proportion to capacity by largest remainder, so every process
   gets the floor or the ceiling of its exact share and equal processes differ by at most one. A
   process whose remaining capacity is below its share gets what fits and the rest is spread over
-  the others the same way, so nothing stays unplaced while an eligible process has room. Jobs
-  are placed in job id order, each using up capacity: under a shortage, the first ids win.
+  the others the same way. Jobs are placed in job id order, each using up capacity.
+- A job's placement rule (``placement.py``) narrows who may run it (required tags) and who runs
+  it first (preferred tags); its weight sends the spare slots of the rounding to the processes
+  with the least weighted load, so heavy slots do not pile up on one process.
+- No slot stays unplaced while it could be placed: when the proportional rule leaves one
+  unplaced because earlier jobs took the room on the only processes allowed to run it, slots
+  of those jobs move, along shortest augmenting paths of the flow network (``flow.py``), to
+  processes they may use. The result places the most slots any assignment can; under a real
+  shortage the first job ids win.
 - Every moved slot costs a worker stop, a lock hand-over and a worker start, so the result is
   sticky: a process keeps the indexes it held (its lowest ones when it must give some up), a
   spare slot of the rounding goes first to a process already running it, and only released or
@@ -29,6 +36,7 @@ The rules, and why they are the rules:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -36,29 +44,16 @@ from functools import cached_property
 from itertools import islice, pairwise
 from typing import Any
 
-__all__ = ["Assignment", "Member", "Previous", "assign", "moves"]
+from .flow import Plan
+from .member import Member
+from .placement import ANYWHERE, JobPlacement, tiers
+from .spread import targets
+
+__all__ = ["Assignment", "JobPlacement", "Member", "Previous", "assign", "moves"]
 
 #: A previous assignment as stored: identity -> job id -> worker indexes. It may name processes
 #: and jobs that are gone, indexes past the current count, and one index under several members.
 Previous = Mapping[str, Mapping[str, Sequence[int]]]
-
-
-@dataclass(frozen=True)
-class Member:
-    """One live process of the group, as the assignment sees it."""
-
-    #: Unique process identity, ``host:pid:nonce``.
-    identity: str
-    #: The process's ``max_threads``: the most slots it may run over all jobs together.
-    capacity: int
-    #: False while the process is quiet or stopping: it then gets no slot at all.
-    active: bool = True
-    #: Job ids this process can run (those in its config); None means any job.
-    jobs: frozenset[str] | None = None
-
-    def can_run(self, job_id: str) -> bool:
-        """Whether this member may be given slots of ``job_id``."""
-        return self.active and (self.jobs is None or job_id in self.jobs)
 
 
 @dataclass(frozen=True)
@@ -130,28 +125,74 @@ def assign(
     members: Iterable[Member],
     counts: Mapping[str, int],
     previous: Previous | Assignment | None = None,
+    placement: Mapping[str, JobPlacement] | None = None,
 ) -> Assignment:
     """Spread each job's worker slots ``0..counts[job]-1`` over the members.
 
     ``previous`` is the last assignment (the mapping stored in the backend, or an
-    :class:`Assignment`); slots stay where they were as far as balance allows. Raises
-    ``ValueError`` for a negative or non-integer count or capacity and for a repeated identity.
+    :class:`Assignment`); slots stay where they were as far as balance allows. ``placement``
+    maps job ids to their :class:`JobPlacement` (required and preferred tags, weight); a job
+    without one may run on any member that runs it. Raises ``ValueError`` for a negative or
+    non-integer count or capacity, a weight that is not positive and a repeated identity.
     """
     roster = _checked_members(members)
+    jobs = [(job_id, count) for job_id, count in _checked_counts(counts) if count > 0]
+    rules = {job_id: (placement or {}).get(job_id, ANYWHERE) for job_id, _ in jobs}
+    weights = _integer_weights(rules)
+    eligible = {
+        job_id: [m for m in roster if m.capacity > 0 and rules[job_id].admits(m, job_id)]
+        for job_id, _ in jobs
+    }
     held = _holdings(previous)
-    room = {member.identity: member.capacity for member in roster}
+    kept = {
+        job_id: _kept_indexes(eligible[job_id], held.get(job_id, ()), count)
+        for job_id, count in jobs
+    }
+
+    def plan(steer: Mapping[str, Mapping[str, list[int]]], repair: bool) -> tuple[Plan, bool]:
+        """The slot counts, the spare slots of the rounding steered to what ``steer`` holds;
+        with ``repair``, mended by augmenting paths (and whether any was needed)."""
+        result = Plan(roster, eligible, rules, weights)
+        repaired = False
+        for job_id, count in jobs:
+            left = count
+            for tier in tiers(eligible[job_id], rules[job_id]):
+                given = targets(
+                    tier, result.room, steer.get(job_id, {}), left, result.load, weights[job_id]
+                )
+                for identity, target in given.items():
+                    if target:
+                        result.add(job_id, identity, target)
+                        left -= target
+                if not left:
+                    break
+            if left and repair and result.augment(job_id, left):
+                repaired = True
+        return result, repaired
+
+    # The counts come from the current state alone whenever a repair is needed, and are
+    # steered by the previous holdings only when the proportional rule places as much by
+    # itself: either way, feeding the result back in yields the same counts, and the indexes
+    # below stay with their holders. When every process that runs anything may run every
+    # job, no repair can help and each job's total does not depend on the steering, so the
+    # steered plan is the answer at once. See docs/design.md, "Placement".
+    capable = {member.identity for of_job in eligible.values() for member in of_job}
+    if all(len(of_job) == len(capable) for of_job in eligible.values()):
+        counts_plan, _ = plan(kept, repair=False)
+    else:
+        counts_plan, repaired = plan({}, repair=True)
+        if previous is not None and not repaired:
+            sticky, _ = plan(kept, repair=False)
+            if all(sticky.placed(job_id) == counts_plan.placed(job_id) for job_id, _ in jobs):
+                counts_plan = sticky
     slots: dict[str, dict[str, tuple[int, ...]]] = {}
     unplaced: dict[str, tuple[int, ...]] = {}
-    for job_id, count in _checked_counts(counts):
-        eligible = [member for member in roster if member.can_run(job_id)]
-        kept = _kept_indexes(eligible, held.get(job_id, ()), count)
-        targets = _targets(eligible, room, kept, count)
-        placed, left = _place(targets, kept, count)
+    for job_id, count in jobs:
+        placed, unplaced_indexes = _place(counts_plan.units.get(job_id, {}), kept[job_id], count)
         for identity, indexes in placed.items():
-            room[identity] -= len(indexes)
             slots.setdefault(identity, {})[job_id] = indexes
-        if left:
-            unplaced[job_id] = left
+        if unplaced_indexes:
+            unplaced[job_id] = unplaced_indexes
     return Assignment(
         slots={identity: slots[identity] for identity in sorted(slots)}, unplaced=unplaced
     )
@@ -197,6 +238,16 @@ def _checked_counts(counts: Mapping[str, int]) -> list[tuple[str, int]]:
         if not _is_int(count) or count < 0:
             raise ValueError(f"job {job_id!r}: worker count must be an integer >= 0, got {count!r}")
     return checked
+
+
+def _integer_weights(rules: Mapping[str, JobPlacement]) -> dict[str, int]:
+    """Each job's weight as an integer in one common unit, so loads add up exactly."""
+    for job_id, rule in rules.items():
+        weight = rule.weight
+        if not isinstance(weight, (int, Fraction)) or isinstance(weight, bool) or weight <= 0:
+            raise ValueError(f"job {job_id!r}: weight must be a positive number, got {weight!r}")
+    unit = math.lcm(*(Fraction(rule.weight).denominator for rule in rules.values()))
+    return {job_id: int(rule.weight * unit) for job_id, rule in rules.items()}
 
 
 def _checked_mapping(value: Any, where: str) -> Mapping[str, Any]:
@@ -253,54 +304,6 @@ def _kept_indexes(
             claimed |= own
             kept[identity] = sorted(own)
     return kept
-
-
-def _targets(
-    eligible: list[Member], room: Mapping[str, int], kept: Mapping[str, list[int]], count: int
-) -> dict[str, int]:
-    """How many slots of this job each eligible member gets (water-filling by capacity)."""
-    open_members = [m for m in eligible if m.capacity > 0 and room[m.identity] > 0]
-    remaining = count
-    weight = sum(member.capacity for member in open_members)
-    targets: dict[str, int] = {}
-
-    def short(member: Member) -> bool:
-        # Its exact share remaining * capacity / weight is more than it has room for.
-        return room[member.identity] * weight < remaining * member.capacity
-
-    if remaining and any(short(member) for member in open_members):
-        # Fill the tightest members first: each one filled only raises the share of the rest,
-        # so once a member has room for its share, every later one has too.
-        open_members.sort(key=lambda m: Fraction(room[m.identity], m.capacity))
-        filled = 0
-        while filled < len(open_members) and short(open_members[filled]):
-            member = open_members[filled]
-            targets[member.identity] = room[member.identity]
-            remaining -= room[member.identity]
-            weight -= member.capacity
-            filled += 1
-        open_members = open_members[filled:]
-    if not remaining or not open_members:
-        return targets
-
-    floors = [remaining * member.capacity // weight for member in open_members]
-    leftover = remaining - sum(floors)
-
-    def rank(position: int) -> tuple[bool, bool, int, int, str]:
-        # A spare slot goes to a fractional share only, so every member stays within floor and
-        # ceil of its exact share. Among those, members already running more than their floor
-        # come first: any other choice would stop one of their workers to start one elsewhere.
-        # Then the largest remainder, then the most held, then identity.
-        member = open_members[position]
-        remainder = remaining * member.capacity % weight
-        surplus = len(kept.get(member.identity, ())) - floors[position]
-        return (remainder == 0, surplus <= 0, -remainder, -surplus, member.identity)
-
-    for position in sorted(range(len(open_members)), key=rank)[:leftover]:
-        floors[position] += 1
-    for member, target in zip(open_members, floors, strict=True):
-        targets[member.identity] = target
-    return targets
 
 
 def _place(

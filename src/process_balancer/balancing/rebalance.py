@@ -3,33 +3,104 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
+from fractions import Fraction
+from typing import TypeGuard
 
 from ..backends.base import SCALE_HINT, Backend, GroupSnapshot, MemberState
 from ..backends.codec import report_once, shown
 from ..config.defaults import MAX_WORKERS_HARD_LIMIT
 from .assign import Assignment, Member, assign
+from .placement import ANYWHERE, JobPlacement, unplaced_reason
 
 logger = logging.getLogger(__name__)
 
 
-def member_from_state(state: MemberState) -> Member:
-    """The assignment's view of one member; unreadable traits make it get nothing."""
+def _strings(value: object) -> TypeGuard[list[str]]:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def member_from_state(state: MemberState, *, report: bool = True) -> Member:
+    """The assignment's view of one member; unreadable traits make it get nothing.
+
+    A member without ``tags`` (a process of a version before tags) has none. ``report``
+    False keeps a reader (``status``) from logging what the processes already log.
+    """
     traits = state.traits
     capacity = traits.get("capacity")
     jobs = traits.get("jobs")
+    tags = traits.get("tags", [])
     if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0:
-        logger.error("member %s advertises capacity %r; it gets no slots", state.identity, capacity)
+        if report:
+            logger.error(
+                "member %s advertises capacity %r; it gets no slots", state.identity, capacity
+            )
         capacity = 0
-    if not isinstance(jobs, list) or not all(isinstance(j, str) for j in jobs):
-        logger.error("member %s advertises jobs %r; it gets no slots", state.identity, jobs)
+    if not _strings(jobs):
+        if report:
+            logger.error("member %s advertises jobs %r; it gets no slots", state.identity, jobs)
         jobs = []
+    if not _strings(tags):
+        if report:
+            logger.error(
+                "member %s advertises tags %r; it counts as untagged", state.identity, tags
+            )
+        tags = []
     return Member(
         identity=state.identity,
         capacity=capacity,
         active=bool(traits.get("active", False)),
         jobs=frozenset(jobs),
+        tags=frozenset(tags),
     )
+
+
+def _rule(job_id: str, identity: str, entry: object) -> JobPlacement:
+    """One advertised placement rule; anything unreadable reads as no rule, reported once."""
+    if isinstance(entry, Mapping):
+        require = entry.get("require", [])
+        prefer = entry.get("prefer", [])
+        weight = entry.get("weight", 1)
+        if (
+            _strings(require)
+            and _strings(prefer)
+            and isinstance(weight, (int, float))
+            and not isinstance(weight, bool)
+            and math.isfinite(weight)
+            and weight > 0
+        ):
+            return JobPlacement(frozenset(require), frozenset(prefer), Fraction(str(weight)))
+    report_once(
+        f"member {identity} advertises the placement of job {job_id!r} as {shown(entry)}, not "
+        "{require: [tags], prefer: [tags], weight: number > 0}; the job is placed without a "
+        "rule until that process restarts with a valid config"
+    )
+    return ANYWHERE
+
+
+def job_placements(members: list[MemberState]) -> dict[str, JobPlacement]:
+    """Each job's placement rule, as advertised by the oldest member that runs the job.
+
+    As with :func:`config_counts`, members may carry different configs during a rolling
+    deploy, and the oldest one's view makes every process place slots alike. A member of a
+    version without placement rules (no ``placement`` trait) has no view and is skipped; a job
+    whose deciding member names no rule may run anywhere it is configured.
+    """
+    rules: dict[str, JobPlacement] = {}
+    decided: set[str] = set()
+    for member in sorted(members, key=lambda m: (_started_at(m), m.identity)):
+        advertised = member.traits.get("placement")
+        jobs = member.traits.get("jobs")
+        if not isinstance(advertised, Mapping) or not _strings(jobs):
+            continue
+        for job_id in sorted(jobs):
+            if job_id in decided:
+                continue
+            decided.add(job_id)
+            if job_id in advertised:
+                rules[job_id] = _rule(job_id, member.identity, advertised[job_id])
+    return rules
 
 
 def _started_at(member: MemberState) -> float:
@@ -88,7 +159,12 @@ def effective_counts(snapshot: GroupSnapshot) -> dict[str, int]:
 def compute(snapshot: GroupSnapshot, members: list[Member] | None = None) -> Assignment:
     if members is None:
         members = [member_from_state(m) for m in snapshot.members]
-    return assign(members, effective_counts(snapshot), previous=snapshot.assignment)
+    return assign(
+        members,
+        effective_counts(snapshot),
+        previous=snapshot.assignment,
+        placement=job_placements(snapshot.members),
+    )
 
 
 def rebalance(backend: Backend) -> tuple[int, Assignment] | None:
@@ -104,21 +180,18 @@ def rebalance(backend: Backend) -> tuple[int, Assignment] | None:
     result = compute(snapshot, members)
     if not backend.write_assignment(snapshot.version, result.slots, result.unplaced):
         return None
+    rules = job_placements(snapshot.members)
     for job_id, indexes in sorted(result.unplaced.items()):
-        if not any(member.can_run(job_id) for member in members):
-            # Nobody can run the job at all: the group is stopping, or every process is quiet.
-            logger.info(
-                "job %s: no live, non-quiet process runs this job; its %d slot(s) wait for one",
-                job_id,
-                len(indexes),
-            )
+        reason = unplaced_reason(job_id, members, rules.get(job_id, ANYWHERE))
+        if reason.code in ("no_process", "not_active"):
+            # The group is stopping or quiet, or the job is in nobody's config yet.
+            logger.info("job %s: %d slot(s) wait: %s", job_id, len(indexes), reason.message)
             continue
         logger.warning(
-            "job %s: %d slot(s) %s cannot be placed: the live, non-quiet processes running "
-            "this job have no spare capacity (max_threads); start more processes, raise "
-            "max_threads or lower the count",
+            "job %s: %d slot(s) %s cannot be placed: %s",
             job_id,
             len(indexes),
             list(indexes),
+            reason.message,
         )
     return snapshot.version, result

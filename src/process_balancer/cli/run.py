@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 
 import click
 
 from ..backends import BackendError, open_backend
-from ..config import defaults
+from ..config import checks, defaults
 from ..config.loader import add_cwd_to_path, require
 from ..config.schema import ConfigError, load_config, resolve_job_classes
 from .common import config_options, fail
@@ -27,9 +28,22 @@ LOG_FORMAT = "%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"
     help="Import a module, a .py file or a package directory before loading job classes. "
     "Repeatable.",
 )
+@click.option(
+    "-t",
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="TAG",
+    help="A tag of this process, added to the config's `tags:`; jobs may require or prefer "
+    "tags (`placement:`). Repeatable.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def run(
-    config_file: str | None, requires: tuple[str, ...], environment: str | None, verbose: bool
+    config_file: str | None,
+    requires: tuple[str, ...],
+    tags: tuple[str, ...],
+    environment: str | None,
+    verbose: bool,
 ) -> None:
     """Run this process in the foreground until INT or TERM.
 
@@ -47,8 +61,15 @@ def run(
     from ..runtime.manager import Manager
 
     try:
+        extra_tags = checks.tags(list(tags))
+    except checks.Invalid as exc:
+        fail(f"--tag: {exc}")
+    try:
         add_cwd_to_path()
         settings = load_config(config_file, env=environment)
+        if extra_tags:
+            merged = tuple(sorted({*settings.tags, *extra_tags}))
+            settings = dataclasses.replace(settings, tags=merged)
         for target in requires:
             require(target)
         job_classes = resolve_job_classes(settings)
@@ -82,6 +103,8 @@ def run(
     notice = backend.scope_notice(default=settings.backend == defaults.BACKEND_URL)
     if notice is not None:
         logging.getLogger(__name__).info(notice)
+    if settings.tags:
+        logging.getLogger(__name__).info("this process's tags: %s", ", ".join(settings.tags))
     try:
         code = manager.run()
     except (BackendError, MetricsServerError) as exc:

@@ -73,8 +73,20 @@ def processes_table(status: Mapping[str, Any]) -> Table:
     now = status["generated_at"]
     table = Table(title="Processes", title_justify="left", box=box.SIMPLE_HEAD)
     loops = any(p["event_loop"] for p in status["processes"])
-    names = ["identity", "host", "pid", "started", "heartbeat", "state", "busy", "running"]
-    for name in [*names, "loop lag"] if loops else names:
+    columns = [
+        "identity",
+        "host",
+        "pid",
+        "started",
+        "heartbeat",
+        "state",
+        "busy",
+        "running",
+        "tags",
+    ]
+    # The loop lag comes last, and only when a process runs asyncio jobs: the columns
+    # scripts read keep their places.
+    for name in [*columns, "loop lag"] if loops else columns:
         table.add_column(name, no_wrap=name in ("identity", "started"))
     for proc in status["processes"]:
         busy = sum(len(v) for v in proc["running"].values())
@@ -88,6 +100,7 @@ def processes_table(status: Mapping[str, Any]) -> Table:
             _text(proc["state"], _STATE_STYLES.get(proc["state"], "")),
             _text(f"{busy}/{capacity}"),
             _per_job(proc["running"]),
+            _text(", ".join(proc.get("tags", ())) or "-"),
         ]
         if loops:
             cells.append(_loop_lag(proc["event_loop"]))
@@ -145,24 +158,39 @@ def _count(value: int | None) -> str:
     return f"{value:,}" if value is not None else "-"
 
 
+def rule_lines(job: Mapping[str, Any]) -> list[str]:
+    """A job's placement rule as short lines: ``require gpu``, ``prefer eu-west``, ``weight 3``."""
+    lines = []
+    if job.get("require_tags"):
+        lines.append(f"require {', '.join(job['require_tags'])}")
+    if job.get("prefer_tags"):
+        lines.append(f"prefer {', '.join(job['prefer_tags'])}")
+    if job.get("weight", 1) != 1:
+        lines.append(f"weight {job['weight']:g}")
+    return lines
+
+
 def jobs_table(status: Mapping[str, Any]) -> Table:
     table = Table(title="Jobs", title_justify="left", box=box.SIMPLE_HEAD)
     for name in ("job", "scheduled", "running", "unplaced", "stuck", "paused", "placement"):
         justify = "right" if name in ("scheduled", "running") else "left"
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        # The reason for unplaced slots can be long: wrap it instead of squeezing the rest.
+        width = 60 if name == "unplaced" else None
+        table.add_column(name, justify=justify, max_width=width)  # type: ignore[arg-type]
     for job_id, job in status["jobs"].items():
         scheduled, running = job["scheduled"], job["running"]
         running_style = "" if running == scheduled else "yellow"
         unplaced = indexes(job["unplaced"])
-        if job["processes"] == 0 and scheduled:
-            unplaced += " (no live process runs this job)"
+        reason = job.get("unplaced_reason")
+        if unplaced and reason:
+            unplaced += f": {reason['message']}"
         stuck = " ".join(str(s["index"]) for s in job["stuck"])
         placement = [f"{who} -> {indexes(idx)}" for who, idx in job["placement"].items()]
         table.add_row(
-            _text(job_id),
+            _text("\n".join([job_id, *rule_lines(job)])),
             _text(f"{scheduled} ({job['scheduled_from']})"),
             _text(running, running_style),
-            _text(unplaced or "-", "red" if unplaced else ""),
+            Text(unplaced or "-", style="red" if unplaced else "", overflow="fold"),
             _text(stuck or "-", "bold red" if stuck else ""),
             _text(f"yes (resume to {job['resume_to']})" if job["paused"] else "no"),
             _text("\n".join(placement) or "-"),

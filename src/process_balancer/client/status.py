@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..backends.base import Backend, GroupSnapshot, MemberState, Problem
-from ..balancing.rebalance import config_counts
+from ..balancing.placement import ANYWHERE, unplaced_reason
+from ..balancing.rebalance import config_counts, job_placements, member_from_state
 
 __all__ = ["DEFAULT_STUCK_AFTER", "SCHEMA", "build_status", "process_status", "read_status"]
 
@@ -148,6 +149,7 @@ def process_status(
         "stopping": stopping,
         "capacity": _integer(traits.get("capacity")),
         "jobs": sorted(j for j in jobs if isinstance(j, str)) if isinstance(jobs, list) else [],
+        "tags": sorted(member_from_state(member, report=False).tags),
         "assigned": _slot_map(assigned or {}),
         "running": _slot_map(info.get("running")),
         "slots": _slots(info, stuck_after),
@@ -204,6 +206,8 @@ def build_status(
         for m in members
     ]
     advertised = config_counts(members)
+    rules = job_placements(members)
+    views = [member_from_state(m, report=False) for m in members]
     job_ids: set[str] = set(config_workers) | set(snapshot.counts) | set(paused)
     job_ids |= set(snapshot.unplaced)
     for proc in processes:
@@ -216,6 +220,8 @@ def build_status(
         if not able and scheduled > 0:
             # No live process can run the job: none of its slots is placed anywhere.
             unplaced = list(range(scheduled))
+        rule = rules.get(job_id, ANYWHERE)
+        reason = unplaced_reason(job_id, views, rule) if unplaced else None
         jobs[job_id] = {
             "scheduled": scheduled,
             "scheduled_from": source,
@@ -224,7 +230,13 @@ def build_status(
             "resume_to": paused.get(job_id),
             "processes": len(able),
             "placement": _placement(job_id, processes),
+            "require_tags": sorted(rule.require),
+            "prefer_tags": sorted(rule.prefer),
+            "weight": float(rule.weight),
             "unplaced": unplaced,
+            "unplaced_reason": (
+                None if reason is None else {"code": reason.code, "message": reason.message}
+            ),
             "stuck": [
                 {
                     "index": s["index"],

@@ -18,6 +18,14 @@ from . import defaults
 from .loader import ConfigError, format_problem
 
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
+#: A process tag: ``gpu``, ``eu-west``, ``zone=eu-west-1a``, ``team/search``.
+TAG = re.compile(r"[A-Za-z0-9_.:=/-]{1,100}")
+TAG_RULE = "a tag is 1 to 100 letters, digits and '_', '.', '-', ':', '=', '/'"
+#: Most tags one list may hold: they travel with every heartbeat's traits.
+MAX_TAGS = 100
+
+#: A value that was reported as invalid: it still overrides, but skips the cross-field checks.
+INVALID = object()
 
 
 class Invalid(Exception):
@@ -77,6 +85,39 @@ def seconds(value: object, *, positive: bool) -> float:
         return float(value)
     wanted = "a positive" if positive else "a non-negative"
     raise Invalid(f"must be {wanted} number of seconds, got {show(value)}")
+
+
+def tags(value: object) -> tuple[str, ...]:
+    """A list of tags (``[gpu, eu-west]``), sorted and without repeats; null is none."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        raise Invalid(
+            f"must be a list of tags such as [gpu, eu-west], got {show(value)}; "
+            f"write it as a list: [{value}]"
+        )
+    if not isinstance(value, (list, tuple)):
+        raise Invalid(f"must be a list of tags such as [gpu, eu-west], got {show(value)}")
+    if len(value) > MAX_TAGS:
+        raise Invalid(f"holds {len(value)} tags; at most {MAX_TAGS} are allowed")
+    for item in value:
+        if not isinstance(item, str) or not TAG.fullmatch(item):
+            raise Invalid(f"{show(item)} is not a tag: {TAG_RULE}")
+    return tuple(sorted(set(value)))
+
+
+def weight(value: object) -> float:
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    ):
+        return float(value)
+    raise Invalid(
+        "must be a positive number: what one slot of this job costs compared with a slot of "
+        f"another job (default {defaults.WEIGHT:g}), got {show(value)}"
+    )
 
 
 def redact(url: str) -> str:
@@ -156,6 +197,7 @@ SETTINGS_CHECKS: dict[str, Callable[[object], Any]] = {
     "metrics_port": port,
     "metrics_host": host,
     "max_workers": max_workers,
+    "tags": tags,
 }
 
 

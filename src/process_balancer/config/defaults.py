@@ -53,6 +53,8 @@ ABORT_RESTART_DELAY = 1.0
 CONFIG_PATHS = ("process_balancer.yml", "config/process_balancer.yml")
 #: Environment used when neither ``-e`` nor APP_ENV names one.
 ENVIRONMENT = "development"
+#: What one slot of a job costs compared with other jobs' slots when none is set (``weight:``).
+WEIGHT = 1.0
 #: How a slot's iterations run unless the job's ``worker:`` says otherwise (an AsyncBase job
 #: runs on the ``asyncio`` kind).
 WORKER_KIND = "thread"

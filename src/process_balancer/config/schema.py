@@ -7,15 +7,15 @@ in one pass and nothing starts from a half-valid one.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import checks, defaults
+from .job_entry import JobConfig, check_job, placement_traits
 from .loader import ConfigError, load_factory, load_job_class, read_config_file
 
 if TYPE_CHECKING:
@@ -47,39 +47,8 @@ SETTINGS_KEYS = (
     "metrics_port",
     "metrics_host",
     "max_workers",
+    "tags",
 )
-#: Keys of a job entry the runner reads itself; every other key is the job's own option.
-JOB_KEYS = (
-    "class",
-    "workers",
-    "runtime_lock_timeout",
-    "lock_acquire_timeout",
-    "takeover_grace",
-    "max_workers",
-    "worker",
-    "iteration_context",
-)
-
-
-@dataclass(frozen=True)
-class JobConfig:
-    """One entry under ``jobs:``."""
-
-    job_id: str
-    class_path: str
-    workers: int | None
-    runtime_lock_timeout: float
-    lock_acquire_timeout: float
-    options: dict[str, Any]
-    #: Seconds a peer waits past this job's holder's deadline before taking a slot over.
-    takeover_grace: float = defaults.TAKEOVER_GRACE
-    #: Most workers this job may be scaled to (its own ``max_workers``, else the global one).
-    max_workers: int = defaults.MAX_WORKERS
-    #: How each slot's iterations run (``runtime/workers/``): ``thread`` or ``asyncio``;
-    #: None (not set) picks by the job's class: ``asyncio`` for an AsyncBase, else ``thread``.
-    worker: str | None = None
-    #: ``module:function`` names of context-manager factories entered around each iteration.
-    iteration_context: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,12 +69,20 @@ class Settings:
     metrics_host: str = defaults.METRICS_HOST
     #: Most workers a job without a ``max_workers`` of its own may be scaled to.
     max_workers: int = defaults.MAX_WORKERS
+    #: This process's tags (``tags:`` and ``run --tag``), sorted; jobs may require or prefer
+    #: some of them (``placement:``).
+    tags: tuple[str, ...] = ()
 
     def max_workers_of(self, job_id: str) -> int:
         """The ceiling of ``job_id``'s count: its own ``max_workers`` when this config has the
         job, else the global one."""
         job = self.jobs.get(job_id)
         return job.max_workers if job is not None else self.max_workers
+
+    def placement_traits(self) -> dict[str, Any]:
+        """What a process publishes for placement: its tags, and the rules of its jobs that
+        set one (see ``balancing/placement.py``)."""
+        return {"tags": list(self.tags), "placement": placement_traits(self.jobs)}
 
 
 def find_config_file(path: str | os.PathLike[str] | None = None) -> Path | None:
@@ -126,8 +103,7 @@ def find_config_file(path: str | os.PathLike[str] | None = None) -> Path | None:
 
 # -- building settings -------------------------------------------------------------------------
 
-# A value that was reported as invalid: it still overrides, but skips the cross-field checks.
-_INVALID = object()
+_INVALID = checks.INVALID
 
 
 def _check_settings(
@@ -197,97 +173,7 @@ def _build(
         metrics_port=get("metrics_port", None),
         metrics_host=get("metrics_host", defaults.METRICS_HOST),
         max_workers=get("max_workers", defaults.MAX_WORKERS),
-    )
-
-
-def _check_job(
-    problems: checks.Problems, job_id: object, entry: object, global_max: tuple[Any, str]
-) -> JobConfig | None:
-    """Validate one job entry; ``global_max`` is the merged global ``max_workers`` (value, key
-    path), the job's ceiling unless it sets its own."""
-    path = f"jobs.{job_id}"
-    if not isinstance(job_id, str) or not checks.NAME.fullmatch(job_id):
-        problems.add(
-            path,
-            "a job id must be a non-empty string of letters, digits, '_', '.' and '-', "
-            f"got {checks.show(job_id)}",
-        )
-        return None
-    if not isinstance(entry, Mapping):
-        problems.add(
-            path, f"must be a mapping with at least a 'class' key, got {checks.show(entry)}"
-        )
-        return None
-    start = len(problems.lines)
-    class_path = entry.get("class")
-    if "class" not in entry:
-        problems.add(f"{path}.class", "missing; name the job class as 'module:Class'")
-    elif not isinstance(class_path, str) or not class_path.strip():
-        problems.add(
-            f"{path}.class", f"must be a 'module:Class' string, got {checks.show(class_path)}"
-        )
-
-    def optional(key: str, check: Callable[[object], Any], default: Any) -> Any:
-        if key not in entry:
-            return default
-        try:
-            return check(entry[key])
-        except checks.Invalid as exc:
-            problems.add(f"{path}.{key}", str(exc))
-            return default
-
-    workers = optional("workers", lambda v: checks.integer(v, 0, "a non-negative integer"), None)
-    lock_timeout = optional(
-        "runtime_lock_timeout",
-        lambda v: checks.seconds(v, positive=True),
-        defaults.RUNTIME_LOCK_TIMEOUT,
-    )
-    acquire_timeout = optional(
-        "lock_acquire_timeout",
-        lambda v: checks.seconds(v, positive=True),
-        defaults.LOCK_ACQUIRE_TIMEOUT,
-    )
-    grace = optional(
-        "takeover_grace", lambda v: checks.seconds(v, positive=False), defaults.TAKEOVER_GRACE
-    )
-    worker = optional("worker", checks.worker_kind, None)
-    contexts = optional("iteration_context", checks.iteration_context, ())
-    max_workers, max_origin = global_max
-    if "max_workers" in entry:
-        max_workers = optional("max_workers", checks.max_workers, _INVALID)
-        max_origin = f"{path}.max_workers"
-    if workers is not None and max_workers is not _INVALID and workers > max_workers:
-        own = f"{path}.max_workers"
-        raise_it = "raise it" if max_origin == own else f"set {own}"
-        problems.add(
-            f"{path}.workers",
-            f"{workers:,} is above the job's ceiling max_workers = {max_workers:,} "
-            f"({max_origin}); lower workers or {raise_it} "
-            f"(at most {defaults.MAX_WORKERS_HARD_LIMIT:,})",
-        )
-    for key in entry:
-        close = difflib.get_close_matches(str(key), JOB_KEYS, n=1, cutoff=0.8)
-        if key not in JOB_KEYS and close:
-            logger.warning(
-                "%s: %s.%s is passed to the job as its own option; did you mean %r?",
-                problems.source,
-                path,
-                key,
-                close[0],
-            )
-    if len(problems.lines) > start:
-        return None
-    return JobConfig(
-        job_id=job_id,
-        class_path=str(class_path),
-        workers=workers,
-        runtime_lock_timeout=lock_timeout,
-        lock_acquire_timeout=acquire_timeout,
-        options=dict(entry),
-        takeover_grace=grace,
-        max_workers=max_workers,
-        worker=worker,
-        iteration_context=contexts,
+        tags=get("tags", ()),
     )
 
 
@@ -342,7 +228,7 @@ def load_config(
     raw_jobs = data.get("jobs")
     if isinstance(raw_jobs, Mapping):
         for job_id, entry in raw_jobs.items():
-            job = _check_job(problems, job_id, entry, global_max)
+            job = check_job(problems, job_id, entry, global_max)
             if job is not None:
                 jobs[job.job_id] = job
     elif raw_jobs is not None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import secrets
+
+from ..errors import BackendError
 from .base import LockContext, LockDriver
 
 
@@ -18,12 +22,20 @@ class SimpleRedisLock(LockDriver):
     def __init__(self, context: LockContext) -> None:
         super().__init__(context)
         self._token: str | None = None
+        #: The token of an attempt whose answer was lost: the lock may have been taken with it.
+        self._unsure: str | None = None
 
     def try_acquire(self) -> int | None:
         context = self.context
-        acquired = context.backend.lock_acquire(
-            context.name, context.holder, context.ttl, grace=context.grace
-        )
+        token = secrets.token_hex(12)
+        try:
+            acquired = context.backend.lock_acquire(
+                context.name, context.holder, context.ttl, grace=context.grace, token=token
+            )
+        except BackendError:
+            self._unsure = token
+            raise
+        self._unsure = None  # a later attempt replaces whatever the lost one took
         if acquired is None:
             return None
         self._token = acquired.token
@@ -47,3 +59,13 @@ class SimpleRedisLock(LockDriver):
 
     def wait_hint(self) -> str | None:
         return f"released {self.context.name}"
+
+    def close(self) -> None:
+        """Give back a lock the last attempt may have taken although its answer was lost:
+        otherwise a slot that moved on meanwhile waits out the lock's whole TTL, since the lock
+        names a process that is alive. Released by its token, so it touches nothing else; if
+        the backend does not answer either, the lock expires by itself."""
+        token, self._unsure = self._unsure, None
+        if token is not None and self._token is None:
+            with contextlib.suppress(BackendError):
+                self.context.backend.lock_release(self.context.name, token)

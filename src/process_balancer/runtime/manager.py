@@ -276,6 +276,11 @@ class Manager(Controls):
             )
         if incarnation != self.incarnation:
             self._max_version = 0
+            if self.incarnation and result.slots is None:
+                # Versions of the new incarnation may meet the one this process saw in the
+                # old: the backend compared against it and sent no slots. Ask again.
+                self._seen_assignment_version = -1
+                self._wake.set()
             self.incarnation = incarnation
         self._max_version = max(self._max_version, result.version, result.assignment_version)
         self.membership.extend(sent_at, self.settings.process_expiry)
@@ -360,6 +365,7 @@ class Manager(Controls):
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
             "started_at": self.started_at,
+            **self.settings.placement_traits(),
         }
 
     def _info(self) -> dict[str, Any]:

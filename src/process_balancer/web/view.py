@@ -77,6 +77,7 @@ def _process(proc: Mapping[str, Any], now: float) -> dict[str, Any]:
         "hostname": proc["hostname"] or "?",
         "pid": proc["pid"] if proc["pid"] is not None else "?",
         "state": proc["state"],
+        "tags": ", ".join(proc.get("tags", ())),
         "started": _clock(started),
         "uptime": duration(now - started) if started is not None else "-",
         "heartbeat": f"{duration(proc['heartbeat_age'])} ago",
@@ -93,12 +94,15 @@ def _process(proc: Mapping[str, Any], now: float) -> dict[str, Any]:
 
 def _job(job_id: str, job: Mapping[str, Any], rates: tuple[float, float] | None) -> dict[str, Any]:
     unplaced = indexes(job["unplaced"])
-    if unplaced and job["processes"] == 0:
-        unplaced_why = "no live process runs this job"
-    elif unplaced:
-        unplaced_why = "no live, non-quiet process has room"
-    else:
-        unplaced_why = ""
+    reason = job.get("unplaced_reason")
+    unplaced_why = reason["message"] if unplaced and reason else ""
+    rule = []
+    if job.get("require_tags"):
+        rule.append(f"requires {', '.join(job['require_tags'])}")
+    if job.get("prefer_tags"):
+        rule.append(f"prefers {', '.join(job['prefer_tags'])}")
+    if job.get("weight", 1) != 1:
+        rule.append(f"weight {job['weight']:g}")
     healthy = job["running"] == job["scheduled"] and not job["unplaced"] and not job["stuck"]
     return {
         "id": job_id,
@@ -113,6 +117,7 @@ def _job(job_id: str, job: Mapping[str, Any], rates: tuple[float, float] | None)
         ],
         "unplaced": unplaced,
         "unplaced_why": unplaced_why,
+        "rule": " · ".join(rule),
         "stuck": " ".join(str(s["index"]) for s in job["stuck"]),
         "iterations_rate": rate(rates[0] if rates else None),
         "records_rate": rate(rates[1] if rates else None),

@@ -135,6 +135,7 @@ class MemoryBackend(Backend):
             changed = False
             if group.incarnation is None or why:
                 group.incarnation = self.store.incarnation_id()
+                group.server = self.store.run_id
                 group.grants_at = now + hold if why else 0.0
                 changed = True
             changed = group.prune(identity, now, trim=changed) or changed
@@ -179,7 +180,7 @@ class MemoryBackend(Backend):
         self, group: Group, now: float, version: int, known: str, known_version: int, hold: float
     ) -> str:
         """Why a heartbeat begins a new incarnation that holds locks back ("" if it does not),
-        as heartbeat.lua decides it; a store has no other server to fail over to."""
+        as heartbeat.lua decides it (a restart changes the store's run id)."""
         if group.incarnation is None:
             if known:
                 return "the backend no longer has the group state"
@@ -189,6 +190,8 @@ class MemoryBackend(Backend):
                 # lost incarnation may still run.
                 return "the backend was wiped just now (as a server restarted empty)"
             return ""
+        if group.server != self.store.run_id:
+            return "the backend server changed (a restart or a failover)"
         if known == group.incarnation and version < known_version:
             return "the backend state went back to an older version"
         return ""
@@ -198,6 +201,7 @@ class MemoryBackend(Backend):
             if group.incarnation is None or group.incarnation != expected:
                 return group.incarnation or ""
             group.incarnation = self.store.incarnation_id()
+            group.server = self.store.run_id
             group.grants_at = now + hold
             self._bump(group)
             return group.incarnation
@@ -336,14 +340,19 @@ class MemoryBackend(Backend):
     # -- worker locks ------------------------------------------------------------------------
 
     def lock_acquire(
-        self, name: str, holder: str, ttl: float, *, grace: float = 0.0
+        self, name: str, holder: str, ttl: float, *, grace: float = 0.0, token: str | None = None
     ) -> Acquired | None:
-        token = self.store.token(12)
+        token = token or self.store.token(12)
         previous = None
         with self._group() as (group, now):
-            if group.incarnation is None or now < group.grants_at + grace:
-                # No heartbeat reached the store since it lost the group, or a new incarnation
-                # waits for the holders of the old one to stop.
+            if (
+                group.incarnation is None
+                or group.server != self.store.run_id
+                or now < group.grants_at + grace
+            ):
+                # No heartbeat reached the store since it lost the group or restarted with an
+                # older copy of it (whose memberships look expired while their processes run),
+                # or a new incarnation waits for the holders of the old one to stop.
                 return None
             current = group.locks.get(name)
             if (

@@ -107,6 +107,9 @@ class Group:
     locks: dict[str, HeldLock] = field(default_factory=dict)
     fences: dict[str, int] = field(default_factory=dict)  # outlive the locks they fenced
     incarnation: str | None = None
+    #: The store's run id when the incarnation began: another one means the "server" restarted
+    #: since (with this state restored from an older copy), as Redis's run_id does.
+    server: str = ""
     grants_at: float = 0.0  # no worker lock is granted before this
     #: identity -> deadline of members pruned in the last hour: their locks are taken over
     #: only takeover_grace after it
@@ -271,6 +274,8 @@ class MemoryStore:
         #: back locks of groups that begin within a hold of it
         self.wiped_at: float | None = None
         self._serial = itertools.count(1)
+        #: Changes at every restart (:meth:`wipe`, :meth:`restart`), as a Redis run_id does.
+        self.run_id = self.token(4)
 
     def group(self, namespace: str) -> Group:
         """The group of ``namespace``, empty (as a Redis without its keys) if never written."""
@@ -298,9 +303,17 @@ class MemoryStore:
         """Forget every group, fencing counters included, as a Redis restarted without
         persistence does. Listeners stay subscribed; each process notices at its next
         heartbeat, which begins a new incarnation."""
+        self.restart({})
+
+    def restart(self, groups: dict[str, Group]) -> None:
+        """Restart as a server that loaded ``groups`` (an older copy of its state, as a
+        Redis restarted from an old snapshot or a lagging replica promoted by a failover):
+        the run id changes, so no worker lock is granted before a heartbeat has begun a new
+        incarnation, and that one holds them back."""
         with self.lock:
-            self.groups.clear()
+            self.groups = groups
             self.wiped_at = self.clock()
+            self.run_id = self.token(4)
 
     def listen(self, namespace: str, on_event: Callable[[str], None], stop: StopSignal) -> None:
         """Call ``on_event`` for each event of ``namespace`` until ``stop`` is set, outside the

@@ -14,9 +14,9 @@ class PostgresLocks(PostgresClient):
     """The worker-lock operations of :class:`~.backend.PostgresBackend`."""
 
     def lock_acquire(
-        self, name: str, holder: str, ttl: float, *, grace: float = 0.0
+        self, name: str, holder: str, ttl: float, *, grace: float = 0.0, token: str | None = None
     ) -> Acquired | None:
-        token = secrets.token_hex(12)
+        token = token or secrets.token_hex(12)
         status, fence, previous = self._fetch(
             "lock_acquire",
             (

@@ -24,8 +24,9 @@ logger = logging.getLogger(__name__)
 #: when the stored version is older, so any change to it, a function body included, bumps this.
 #: 2: pb_heartbeat locks its own member row before pruning others (no deadlock between two
 #: expired members pruning each other); the group's incarnation, pb_departed, takeover grace
-#: and fencing tokens that keep increasing across a restore.
-SCHEMA_VERSION = 2
+#: and fencing tokens that keep increasing across a restore. 3: pb_lock_acquire grants nothing
+#: while the group's incarnation was begun by another server (a restore or a failover since).
+SCHEMA_VERSION = 3
 
 TABLES = (
     "pb_schema",

@@ -590,13 +590,19 @@ DECLARE
     v_now timestamptz := clock_timestamp();
     v_grace interval := p_grace_ms * interval '1 millisecond';
     v_incarnation text;
+    v_server text;
     v_grants_at timestamptz;
     v_lock record;
     v_deadline timestamptz;
 BEGIN
-    SELECT g.incarnation, g.grants_at INTO v_incarnation, v_grants_at
+    SELECT g.incarnation, g.incarnation_server, g.grants_at
+    INTO v_incarnation, v_server, v_grants_at
     FROM {schema}.pb_groups g WHERE g.namespace = p_namespace;
-    IF v_incarnation IS NULL OR v_now < coalesce(v_grants_at, '-infinity') + v_grace THEN
+    -- An incarnation begun by another server (this one was restored from a backup or promoted
+    -- by a failover since): its memberships and locks may be older than what the processes
+    -- run by, so nothing is granted before a heartbeat has begun a new incarnation.
+    IF v_incarnation IS NULL OR v_server IS DISTINCT FROM {schema}.pb_server()
+       OR v_now < coalesce(v_grants_at, '-infinity') + v_grace THEN
         o_status := 0;
         RETURN;
     END IF;

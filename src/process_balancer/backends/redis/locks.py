@@ -17,9 +17,9 @@ class RedisLocks(RedisClient):
     """The worker-lock operations of :class:`~.backend.RedisBackend`."""
 
     def lock_acquire(
-        self, name: str, holder: str, ttl: float, *, grace: float = 0.0
+        self, name: str, holder: str, ttl: float, *, grace: float = 0.0, token: str | None = None
     ) -> Acquired | None:
-        token = secrets.token_hex(12)
+        token = token or secrets.token_hex(12)
         result = self._run(
             "lock_acquire",
             [

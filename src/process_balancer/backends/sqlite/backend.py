@@ -364,9 +364,9 @@ class SQLiteBackend(Backend):
     # -- worker locks ------------------------------------------------------------------------
 
     def lock_acquire(
-        self, name: str, holder: str, ttl: float, *, grace: float = 0.0
+        self, name: str, holder: str, ttl: float, *, grace: float = 0.0, token: str | None = None
     ) -> Acquired | None:
-        return self._locks.acquire(name, holder, ttl, grace)
+        return self._locks.acquire(name, holder, ttl, grace, token)
 
     def lock_renew(self, name: str, token: str, ttl: float, *, grace: float = 0.0) -> bool:
         return self._locks.renew(name, token, ttl + grace)

@@ -17,8 +17,10 @@ class LockTable:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
 
-    def acquire(self, name: str, holder: str, ttl: float, grace: float) -> Acquired | None:
-        token = secrets.token_hex(12)
+    def acquire(
+        self, name: str, holder: str, ttl: float, grace: float, token: str | None = None
+    ) -> Acquired | None:
+        token = token or secrets.token_hex(12)
         previous: str | None = None
         with self.scope.db.transaction() as conn:
             now = time.time()

@@ -9,8 +9,8 @@
 --       departed (zset identity -> deadline ms)
 -- ARGV: token, holder identity, key ttl ms (the lock's ttl plus the grace), grace ms
 -- Returns {1, fence} taken, {2, fence, previous holder} taken over from an expired holder,
--- {0} held by a live member, {3} the group has no incarnation yet (no heartbeat reached this
--- server since it lost the group's state), {4, ms} no lock is granted for that long after a
+-- {0} held by a live member, {3} the group has no incarnation of this server yet (no heartbeat
+-- reached it since it lost the group's state, restarted or took over), {4, ms} no lock is granted for that long after a
 -- new incarnation, {5, key, value, ms} the lock key holds something this program never wrote
 -- (the slot is free when it expires, in ms).
 local t = redis.call('TIME')
@@ -53,8 +53,15 @@ for i = 3, 5 do
     return {3}
   end
 end
-local inc = redis.call('HMGET', KEYS[4], 'id', 'grants_at')
+local inc = redis.call('HMGET', KEYS[4], 'id', 'grants_at', 'server')
 if not inc[1] then
+  return {3}
+end
+-- An incarnation begun by another server: this one restarted (from an older snapshot) or was
+-- promoted by a failover since, so the memberships and locks it holds may be older than what
+-- the processes run by. Nothing is granted before a heartbeat has begun a new incarnation.
+local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or '?'
+if inc[3] ~= run_id then
   return {3}
 end
 local grants_at = tonumber(inc[2] or '0') or 0
