@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable, Coroutine
-from concurrent.futures import Future as ThreadFuture
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from ...job import AsyncBase
 from ..kernel import SYSTEM, Kernel
@@ -23,12 +22,10 @@ from ..wakeups import Notifier
 from .base import Worker, WorkerSpec
 from .contexts import enter_all_async
 from .event_loop import EventLoop, LoopEvent
-from .plan import Plan
+from .plan import run_plan_async
 from .shared import SharedResources
 
 __all__ = ["AsyncWorker"]
-
-T = TypeVar("T")
 
 
 async def _settle(value: Any) -> Any:
@@ -62,7 +59,6 @@ class AsyncWorker(Worker):
         self._wake = self._woken = LoopEvent(self.host, self._wake)
         self.control.stop_event = self._stopped
         self._finished = kernel.event()
-        self._future: ThreadFuture[None] | None = None
         self._slot_task: asyncio.Task[Any] | None = None
         self._records_task: asyncio.Task[None] | None = None
         self._cancelled_task: asyncio.Task[None] | None = None
@@ -76,7 +72,7 @@ class AsyncWorker(Worker):
     # -- the kind ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._future = self.host.submit(self._run_slot())
+        self.host.submit(self._run_slot())
 
     def is_alive(self) -> bool:
         return not self._finished.is_set()
@@ -138,7 +134,9 @@ class AsyncWorker(Worker):
         self.control.sleep_for = None
         try:
             await _settle(job.before_perform())
-            lease = await self._run(self._acquire_plan())
+            lease = await run_plan_async(
+                self._acquire_plan(), self._woken.wait_async, self.host.run_blocking
+            )
             if lease is None:
                 self.skipped += 1
                 return
@@ -151,24 +149,6 @@ class AsyncWorker(Worker):
             self.succeeded = True
         finally:
             await _settle(job.after_perform())
-
-    async def _run(self, plan: Plan[T]) -> T:
-        """The base's lock plan, with awaited waits and calls made on helper threads."""
-        reply: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                step = plan.throw(error) if error is not None else plan.send(reply)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            error = reply = None
-            try:
-                if callable(step):
-                    reply = await self.host.run_blocking(step)
-                else:
-                    await self._woken.wait_async(step)
-            except BaseException as exc:
-                error = exc
 
     async def _process_async(self, job: AsyncBase, lease: Lease) -> None:
         if self._ran_out(lease):
