@@ -6,7 +6,10 @@ when the process exits; its lag is measured and reported by a :class:`LagMonitor
 
 Blocking calls of the runner itself (taking and releasing worker locks, backend round
 trips) never run on the loop: :meth:`EventLoop.run_blocking` hands them to helper threads.
-asyncio's own machinery keeps real time; the threads come from the runtime's kernel.
+
+The threads (the loop's, the watchdog's, the helpers') come from the runtime's kernel; what
+runs on them does not follow the kernel's clock: asyncio keeps real time, and the helpers
+wait on a :class:`queue.SimpleQueue`. The deterministic simulation drives thread jobs only.
 """
 
 from __future__ import annotations
