@@ -7,7 +7,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ import pytest
 import process_balancer
 from process_balancer.backends.memory import MemoryBackend
 from process_balancer.locks import LockContext, SimpleRedisLock
-from process_balancer.runtime.leases import LeaseKeeper, Membership
+from process_balancer.runtime.leases import LeaseKeeper
 from process_balancer.runtime.wakeups import Notifier
 from process_balancer.runtime.workers import kind_for
 from process_balancer.runtime.workers.asyncio_worker import AsyncWorker
@@ -23,8 +23,7 @@ from process_balancer.runtime.workers.base import WorkerSpec
 from process_balancer.runtime.workers.event_loop import EventLoop
 from process_balancer.runtime.workers.shared import SharedResources
 from support.harness import wait_until
-
-IDENTITY = "test-host:1:abc"
+from support.workers import IDENTITY
 
 
 class Scripted(process_balancer.AsyncBase):
@@ -67,31 +66,6 @@ class Scripted(process_balancer.AsyncBase):
 
 def options(**extra: Any) -> dict[str, Any]:
     return {"calls": [], "fences": [], "threads": set(), **extra}
-
-
-@pytest.fixture
-def backend(namespace: str) -> Iterator[MemoryBackend]:
-    b = MemoryBackend(f"memory://{namespace}", namespace)
-    b.heartbeat(IDENTITY, traits={}, info={}, expiry=30, seen_assignment_version=-1)
-    yield b
-    b.close()
-
-
-@pytest.fixture
-def keeper() -> Iterator[LeaseKeeper]:
-    membership = Membership()
-    membership.extend(time.monotonic(), 30)
-    k = LeaseKeeper(membership, lambda lease: None)
-    k.start()
-    yield k
-    k.stop()
-
-
-@pytest.fixture
-def shared() -> Iterator[SharedResources]:
-    resources = SharedResources()
-    yield resources
-    resources.close()
 
 
 def make_worker(

@@ -17,19 +17,15 @@ from typing import Any
 import pytest
 
 import process_balancer
-from process_balancer.backends.memory import MemoryBackend
 from process_balancer.config.schema import JobConfig, resolve_job_class
 from process_balancer.errors import ConfigError
 from process_balancer.locks import LockContext, SimpleRedisLock
-from process_balancer.runtime.leases import LeaseKeeper, Membership
 from process_balancer.runtime.wakeups import Notifier
 from process_balancer.runtime.workers.asyncio_worker import AsyncWorker
 from process_balancer.runtime.workers.base import Worker, WorkerSpec
-from process_balancer.runtime.workers.shared import SharedResources
 from process_balancer.runtime.workers.thread import ThreadWorker
 from support.harness import wait_until
-
-IDENTITY = "test-host:1:abc"
+from support.workers import IDENTITY
 
 
 def traced(name: str):  # type: ignore[no-untyped-def]
@@ -111,31 +107,6 @@ class AsyncJob(process_balancer.AsyncBase):
         self.options["calls"].append("unlock_records")
         if self.options.get("abort", True):
             self.status_abort()
-
-
-@pytest.fixture
-def backend(namespace: str) -> Iterator[MemoryBackend]:
-    b = MemoryBackend(f"memory://{namespace}", namespace)
-    b.heartbeat(IDENTITY, traits={}, info={}, expiry=30, seen_assignment_version=-1)
-    yield b
-    b.close()
-
-
-@pytest.fixture
-def keeper() -> Iterator[LeaseKeeper]:
-    membership = Membership()
-    membership.extend(time.monotonic(), 30)
-    k = LeaseKeeper(membership, lambda lease: None)
-    k.start()
-    yield k
-    k.stop()
-
-
-@pytest.fixture
-def shared() -> Iterator[SharedResources]:
-    resources = SharedResources()
-    yield resources
-    resources.close()
 
 
 KINDS = {"thread": (ThreadWorker, ThreadJob), "asyncio": (AsyncWorker, AsyncJob)}
