@@ -21,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-JOB = '''
+JOB = """
 import process_balancer
 
 class Idle(process_balancer.Base):
@@ -31,7 +31,7 @@ class Idle(process_balancer.Base):
 
     def unlock_records(self):
         pass
-'''
+"""
 
 
 def timed(command: list[str], runs: int) -> float:

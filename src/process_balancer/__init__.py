@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 #: public name -> the module defining it
 _LAZY = {
+    "AsyncBase": "job",
     "Base": "job",
     "BackendError": "errors",
     "ConfigError": "errors",
@@ -33,6 +34,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AsyncBase",
     "BackendError",
     "Base",
     "Client",
@@ -84,5 +86,5 @@ if TYPE_CHECKING:
         PauseError,
         ProcessBalancerError,
     )
-    from .job import Base
+    from .job import AsyncBase, Base
     from .locks import LockContext, LockDriver

@@ -1,9 +1,11 @@
-"""The job contract: subclass :class:`Base` and implement the three record methods."""
+"""The job contract: subclass :class:`Base` (or :class:`AsyncBase`, for coroutines) and
+implement the three record methods."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, ClassVar, Protocol
 
 from .config import defaults
@@ -30,6 +32,11 @@ class JobControl:
         self.lease_remaining: Callable[[], float] | None = None
 
 
+#: What an entry of ``iteration_context`` returns when called with the job: a context manager
+#: entered around the iteration (an async one too, for an :class:`AsyncBase` job).
+IterationContext = Callable[[Any], AbstractContextManager[Any] | AbstractAsyncContextManager[Any]]
+
+
 class Base:
     """A long-running, iterative job.
 
@@ -47,6 +54,13 @@ class Base:
     #: The worker lock: a built-in driver name (``"simple_redis"``) or a
     #: :class:`process_balancer.LockDriver` subclass.
     lock_driver: ClassVar[str | type[Any]] = defaults.LOCK_DRIVER
+
+    #: Context-manager factories entered around every iteration that holds the worker lock,
+    #: in this order (exited in reverse, also after an exception or a lost lock): each is
+    #: called with the job, whose ``job_id``, ``worker_index`` and ``fencing_token`` are set,
+    #: and its context is entered before ``lock_records`` and exited after
+    #: ``unlock_records``. The job's ``iteration_context`` option adds more after these.
+    iteration_context: ClassVar[Sequence[IterationContext]] = ()
 
     def __init__(
         self,
@@ -124,3 +138,37 @@ class Base:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} job_id={self.job_id!r} worker_index={self.worker_index}>"
+
+
+class AsyncBase(Base):
+    """A long-running, iterative job written with coroutines (the ``asyncio`` worker kind).
+
+    The contract of :class:`Base` with ``async def`` methods: every asyncio slot of a process
+    runs on one event loop, on a thread of its own. ``lock_records`` may return an iterable
+    or an async iterable (an ``async def`` generator works too). A stop or a lost worker
+    lock cancels the running record at its next ``await``; ``unlock_records`` and
+    ``after_perform`` still run. A call that blocks (``time.sleep``, a synchronous client)
+    stalls every async slot of the process: the runner measures that lag, reports it and
+    names the slot, so await such calls or run them with ``asyncio.to_thread``.
+    """
+
+    # The signatures differ from Base's on purpose (coroutines): the runner calls them only
+    # through the asyncio worker kind, which awaits them.
+    async def lock_records(self) -> Iterable[Any] | AsyncIterable[Any] | None:  # type: ignore[override]
+        """Atomically claim a batch of work and return it (an iterable or an async
+        iterable, or None for nothing)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement lock_records()")
+
+    async def process_record(self, record: Any) -> None:  # type: ignore[override]
+        """Handle one claimed record and release it when done."""
+        raise NotImplementedError(f"{type(self).__name__} must implement process_record()")
+
+    async def unlock_records(self) -> None:  # type: ignore[override]
+        """Release whatever this worker still holds. Runs after every iteration."""
+        raise NotImplementedError(f"{type(self).__name__} must implement unlock_records()")
+
+    async def before_perform(self) -> None:  # type: ignore[override]
+        """Hook run at the start of every iteration, before the worker lock is taken."""
+
+    async def after_perform(self) -> None:  # type: ignore[override]
+        """Hook run at the end of every iteration, after the worker lock is released."""

@@ -7,10 +7,13 @@ which each process was inside each slot and check that no two overlap.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import process_balancer
@@ -154,3 +157,113 @@ class FencedJob(RecordingJob):
         ok, seq = write(keys=self._keys(), args=[self.fencing_token])
         self._log("w", it=self._iteration, seq=seq, ok=bool(ok))
         self._done += 1
+
+
+class AsyncRecordingJob(process_balancer.AsyncBase):
+    """RecordingJob with coroutines: each record awaits ``record_time`` seconds.
+
+    Besides ``start`` and ``end`` it logs ``before`` and ``after`` (the hooks) and ``cancel``
+    when a record is cancelled (a stop or a lost lock). With option ``record_log``, each
+    record is also logged as support.record_log's records are, also when it was cancelled,
+    so a record that ran on two processes at once is seen even if one was cut short.
+    """
+
+    _log = RecordingJob._log
+
+    async def before_perform(self) -> None:
+        if self.options.get("log_hooks"):
+            self._log("before")
+
+    async def lock_records(self) -> list[int]:
+        self._iteration = uuid.uuid4().hex
+        self._done = 0
+        self._log("start", it=self._iteration)
+        return list(range(int(self.options.get("records", 1))))
+
+    async def process_record(self, record: int) -> None:
+        started = _now()
+        try:
+            await asyncio.sleep(float(self.options.get("record_time", 0.05)))
+        except asyncio.CancelledError:
+            self._log("cancel", it=self._iteration, record=record)
+            raise
+        finally:
+            if "record_log" in self.options:
+                _append(self.options["record_log"], self._record(started))
+        self._done += 1
+
+    def _record(self, started: float) -> dict[str, Any]:
+        return {
+            "job": self.job_id,
+            "slot": self.worker_index,
+            "pid": os.getpid(),
+            "fence": self.fencing_token,
+            "start": started,
+            "end": _now(),
+        }
+
+    async def unlock_records(self) -> None:
+        self._log("end", it=self._iteration, done=self._done)
+        pause = self.options.get("sleep_after")
+        if pause:
+            self.status_sleep(float(pause))
+
+    async def after_perform(self) -> None:
+        if self.options.get("log_hooks"):
+            self._log("after")
+
+
+class AsyncFailingJob(AsyncRecordingJob):
+    """Raises in every process_record, so its worker keeps failing and restarting."""
+
+    async def process_record(self, record: int) -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("boom from AsyncFailingJob")
+
+    async def after_perform(self) -> None:
+        self._log("after")
+
+
+class AsyncBlockingJob(AsyncRecordingJob):
+    """Blocks the event loop in every record with ``time.sleep(block)``: the mistake the
+    runner measures as event-loop lag and reports."""
+
+    async def process_record(self, record: int) -> None:
+        time.sleep(float(self.options.get("block", 0.5)))
+        self._done += 1
+
+
+def _append(path: str, entry: dict[str, Any]) -> None:
+    line = (json.dumps(entry) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def logged_context(job: RecordingJob) -> Iterator[None]:
+    """An ``iteration_context`` factory: logs ``ctx-enter`` with the token it sees and
+    ``ctx-exit`` with the exception the iteration ended with, if any."""
+    job._log("ctx-enter", seen=job.fencing_token)
+    try:
+        yield
+    except BaseException as exc:
+        job._log("ctx-exit", error=type(exc).__name__)
+        raise
+    job._log("ctx-exit", error=None)
+
+
+@contextlib.asynccontextmanager
+async def logged_async_context(job: AsyncRecordingJob) -> AsyncIterator[None]:
+    """The same as an async context manager, for AsyncBase jobs."""
+    await asyncio.sleep(0)
+    job._log("ctx-enter", seen=job.fencing_token)
+    try:
+        yield
+    except BaseException as exc:
+        job._log("ctx-exit", error=type(exc).__name__)
+        raise
+    await asyncio.sleep(0)
+    job._log("ctx-exit", error=None)

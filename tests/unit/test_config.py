@@ -24,9 +24,12 @@ from process_balancer.config.schema import (
 )
 
 JOB_MODULE = """
-from process_balancer import Base
+from process_balancer import AsyncBase, Base
 
 class Queue(Base):
+    pass
+
+class Poller(AsyncBase):
     pass
 
 class NotAJob:
@@ -535,15 +538,18 @@ def test_a_job_key_close_to_a_runner_key_logs_a_warning(
 def test_a_worker_kind_is_checked_and_a_count_there_points_at_workers(
     write: Callable[..., Path],
 ) -> None:
-    assert load(write("jobs:\n  q:\n    class: m:C\n")).jobs["q"].worker == "thread"
+    assert load(write("jobs:\n  q:\n    class: m:C\n")).jobs["q"].worker is None  # by class
     assert load(write("jobs:\n  q:\n    class: m:C\n    worker: thread\n")).jobs["q"].worker == (
         "thread"
     )
     path = write("jobs:\n  q:\n    class: m:C\n    worker: fibers\n")
-    assert one_problem(path) == f"{path}: jobs.q.worker: must be one of thread, got 'fibers'"
+    assert (
+        one_problem(path) == f"{path}: jobs.q.worker: must be one of asyncio, thread, got 'fibers'"
+    )
     path = write("jobs:\n  q:\n    class: m:C\n    worker: 4\n")
     assert one_problem(path) == (
-        f"{path}: jobs.q.worker: must be one of thread, got 4 (the number of workers is `workers:`)"
+        f"{path}: jobs.q.worker: must be one of asyncio, thread, got 4 "
+        "(the number of workers is `workers:`)"
     )
 
 
@@ -746,13 +752,13 @@ def module_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, new_modules: Non
     return directory
 
 
-def job(class_path: str, job_id: str = "q") -> JobConfig:
-    return JobConfig(job_id, class_path, None, 30.0, 10.0, {"class": class_path})
+def job(class_path: str, job_id: str = "q", worker: str | None = None) -> JobConfig:
+    return JobConfig(job_id, class_path, None, 30.0, 10.0, {"class": class_path}, worker=worker)
 
 
-def resolve_problem(class_path: str) -> str:
+def resolve_problem(class_path: str, worker: str | None = None) -> str:
     with pytest.raises(ConfigError) as caught:
-        resolve_job_class(job(class_path), Path("pb.yml"))
+        resolve_job_class(job(class_path, worker=worker), Path("pb.yml"))
     assert len(caught.value.problems) == 1
     return caught.value.problems[0]
 
@@ -785,7 +791,34 @@ def test_something_that_is_not_a_class_is_an_error(module_dir: Path) -> None:
 @pytest.mark.parametrize("class_path", ["pb_cfg_jobs:NotAJob", "process_balancer.job:Base"])
 def test_a_class_that_is_not_a_base_subclass_is_an_error(module_dir: Path, class_path: str) -> None:
     assert resolve_problem(class_path).endswith(
-        f"{class_path!r} is not a job: it must subclass process_balancer.Base"
+        f"{class_path!r} is not a job: it must subclass process_balancer.Base "
+        "(or process_balancer.AsyncBase)"
+    )
+
+
+def test_a_worker_kind_that_cannot_run_the_class_is_an_error(module_dir: Path) -> None:
+    assert resolve_job_class(job("pb_cfg_jobs:Poller"), None).__name__ == "Poller"
+    assert resolve_job_class(job("pb_cfg_jobs:Poller", worker="asyncio"), None)
+    assert resolve_problem("pb_cfg_jobs:Poller", "thread") == (
+        "pb.yml: jobs.q.worker: pb_cfg_jobs.Poller is an AsyncBase job (its methods are "
+        "coroutines), which only the asyncio kind runs; remove `worker: thread` or set it to "
+        "asyncio"
+    )
+    assert resolve_problem("pb_cfg_jobs:Queue", "asyncio") == (
+        "pb.yml: jobs.q.worker: the asyncio kind runs AsyncBase jobs and pb_cfg_jobs.Queue is "
+        "not one; subclass process_balancer.AsyncBase with async def methods, or remove "
+        "`worker: asyncio`"
+    )
+
+
+def test_iteration_context_names_factories(write: Callable[..., Path]) -> None:
+    path = write("jobs:\n  q:\n    class: m:C\n    iteration_context: [a:b, c.d:e]\n")
+    assert load(path).jobs["q"].iteration_context == ("a:b", "c.d:e")
+    assert load(write("jobs:\n  q:\n    class: m:C\n")).jobs["q"].iteration_context == ()
+    path = write("jobs:\n  q:\n    class: m:C\n    iteration_context: {a: b}\n")
+    assert one_problem(path) == (
+        f"{path}: jobs.q.iteration_context: must be a list of 'module:function' names of "
+        "context-manager factories, got a mapping"
     )
 
 

@@ -200,6 +200,54 @@ def test_the_table_shows_processes_slots_jobs_and_stuck_slots() -> None:
     assert "namespace ns" in text
 
 
+LOOP = {
+    "lag": 0.61,
+    "stalls": 2,
+    "slots": 3,
+    "warn_after": 0.25,
+    "last_stall": {"seconds": 0.6, "slot": "job poll worker 1", "where": "jobs.py:9", "at": NOW},
+}
+
+
+def with_loop(loop: object) -> MemberState:
+    proc = member("web-1:100:aaaaaa", running={"poll": [0, 1, 2]})
+    proc.info["event_loop"] = loop
+    return proc
+
+
+def test_an_asyncio_event_loop_reports_its_lag_and_last_stall() -> None:
+    loop = build_status(snapshot([with_loop(LOOP)]), now=NOW)["processes"][0]["event_loop"]
+    assert loop == {
+        "lag": 0.61,
+        "stalls": 2,
+        "slots": 3,
+        "warn_after": 0.25,
+        "lagging": True,
+        "last_stall": {
+            "seconds": 0.6,
+            "slot": "job poll worker 1",
+            "where": "jobs.py:9",
+            "at": NOW,
+        },
+    }
+    calm = build_status(snapshot([with_loop({**LOOP, "lag": 0.002})]), now=NOW)
+    assert calm["processes"][0]["event_loop"]["lagging"] is False
+    garbage = build_status(snapshot([with_loop({"lag": "x", "last_stall": 3})]), now=NOW)
+    assert garbage["processes"][0]["event_loop"]["lag"] is None
+    assert build_status(two_processes(), now=NOW)["processes"][0]["event_loop"] is None
+
+
+def test_the_table_shows_the_loop_lag_only_when_a_process_runs_an_event_loop() -> None:
+    console = Console(width=240, record=True, color_system=None)
+    console.print(render(build_status(snapshot([with_loop(LOOP)]), now=NOW)))
+    text = console.export_text()
+    assert "loop lag" in text and "610 ms" in text
+    assert "2 stall(s), last by job poll worker 1" in text
+    console = Console(width=240, record=True, color_system=None)
+    console.print(render(build_status(two_processes(), now=NOW)))
+    assert "loop lag" not in console.export_text()
+
+
 def test_the_table_of_an_empty_group_says_so() -> None:
     console = Console(width=120, record=True, color_system=None)
     console.print(render(build_status(snapshot([]), now=NOW, namespace="ns")))

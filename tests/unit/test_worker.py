@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,13 +11,12 @@ import pytest
 import process_balancer
 from process_balancer.backends.memory import MemoryBackend
 from process_balancer.locks import LockContext, SimpleRedisLock
-from process_balancer.runtime.leases import LeaseKeeper, Membership
+from process_balancer.runtime.leases import LeaseKeeper
 from process_balancer.runtime.wakeups import Notifier
 from process_balancer.runtime.workers.base import WorkerSpec
 from process_balancer.runtime.workers.thread import ThreadWorker
 from support.harness import wait_until
-
-IDENTITY = "test-host:1:abc"
+from support.workers import IDENTITY
 
 
 class Scripted(process_balancer.Base):
@@ -48,24 +46,6 @@ class Scripted(process_balancer.Base):
 
     def after_perform(self) -> None:
         self._call("after_perform")
-
-
-@pytest.fixture
-def backend(namespace: str) -> Iterator[MemoryBackend]:
-    b = MemoryBackend(f"memory://{namespace}", namespace)
-    b.heartbeat(IDENTITY, traits={}, info={}, expiry=30, seen_assignment_version=-1)
-    yield b
-    b.close()
-
-
-@pytest.fixture
-def keeper() -> Iterator[LeaseKeeper]:
-    membership = Membership()
-    membership.extend(time.monotonic(), 30)
-    k = LeaseKeeper(membership, lambda lease: None)
-    k.start()
-    yield k
-    k.stop()
 
 
 def run_worker(

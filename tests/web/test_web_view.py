@@ -3,6 +3,7 @@ HTML built from a status document."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -134,3 +135,33 @@ def test_the_live_html_shows_processes_jobs_and_errors_and_actions_only_when_ena
     assert "Errors and restarts" in with_actions and "backoff" in with_actions
     without = render_live(hostile_status(), None, actions=False)["tables"]
     assert "data-action" not in without and "<form" not in without
+
+
+def test_a_process_with_an_event_loop_shows_its_lag_and_a_lagging_one_stands_out() -> None:
+    snapshot = GroupSnapshot(
+        version=1,
+        members=[
+            MemberState(
+                identity=f"h:{pid}:abc",
+                deadline=NOW + 2.5,
+                traits={"capacity": 4, "jobs": ["poll"], "hostname": "h", "pid": pid},
+                info={
+                    "heartbeat_at": NOW - 0.5,
+                    "running": {"poll": [0]},
+                    "event_loop": {"lag": lag, "stalls": stalls, "slots": 1, "warn_after": 0.25},
+                },
+            )
+            for pid, lag, stalls in ((1, 0.003, 0), (2, 1.5, 4))
+        ],
+        counts={},
+        assignment={},
+        assignment_version=1,
+        unplaced={},
+        now=NOW,
+    )
+    tables = render_live(build_status(snapshot, now=NOW), None, actions=False)["tables"]
+    found = re.findall(r'<div class="([^"]*)" data-test="loop-lag"[^>]*>([^<]*)</div>', tables)
+    assert found == [
+        ("small muted", "loop lag 3 ms"),
+        ("small bad-text", "loop lag 1.5s · 4 stalls"),
+    ]

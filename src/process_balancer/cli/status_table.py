@@ -11,7 +11,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..client.format import duration, indexes
+from ..client.format import duration, indexes, lag_text
 
 _STATE_STYLES = {"active": "green", "quiet": "yellow", "stopping": "red"}
 _SLOT_STYLES = {"running": "green", "stopping": "yellow", "backoff": "red", "idle": "dim"}
@@ -72,7 +72,8 @@ def problems_table(status: Mapping[str, Any]) -> Table:
 def processes_table(status: Mapping[str, Any]) -> Table:
     now = status["generated_at"]
     table = Table(title="Processes", title_justify="left", box=box.SIMPLE_HEAD)
-    columns = (
+    loops = any(p["event_loop"] for p in status["processes"])
+    columns = [
         "identity",
         "host",
         "pid",
@@ -82,13 +83,15 @@ def processes_table(status: Mapping[str, Any]) -> Table:
         "busy",
         "running",
         "tags",
-    )
-    for name in columns:
+    ]
+    # The loop lag comes last, and only when a process runs asyncio jobs: the columns
+    # scripts read keep their places.
+    for name in [*columns, "loop lag"] if loops else columns:
         table.add_column(name, no_wrap=name in ("identity", "started"))
     for proc in status["processes"]:
         busy = sum(len(v) for v in proc["running"].values())
         capacity = proc["capacity"] if proc["capacity"] is not None else "?"
-        table.add_row(
+        cells = [
             _text(proc["identity"]),
             _text(proc["hostname"] or "?"),
             _text(proc["pid"] if proc["pid"] is not None else "?"),
@@ -98,8 +101,23 @@ def processes_table(status: Mapping[str, Any]) -> Table:
             _text(f"{busy}/{capacity}"),
             _per_job(proc["running"]),
             _text(", ".join(proc.get("tags", ())) or "-"),
-        )
+        ]
+        if loops:
+            cells.append(_loop_lag(proc["event_loop"]))
+        table.add_row(*cells)
     return table
+
+
+def _loop_lag(loop: Mapping[str, Any] | None) -> Text:
+    """The asyncio event loop's lag, red with its last stall when it is over the threshold."""
+    if loop is None:
+        return _text("-")
+    text = _text(lag_text(loop["lag"]), "bold red" if loop["lagging"] else "")
+    stall = loop["last_stall"]
+    if loop["stalls"]:
+        where = f", last by {stall['slot']}" if stall and stall["slot"] else ""
+        text.append(f"\n{loop['stalls']} stall(s){where}", style="red" if loop["lagging"] else "")
+    return text
 
 
 def slots_table(status: Mapping[str, Any]) -> Table:

@@ -35,3 +35,12 @@ def indexes(values: Sequence[int]) -> str:
     if start is not None:
         parts.append(f"{start}-{previous}" if start != previous else f"{start}")
     return " ".join(parts)
+
+
+def lag_text(seconds: float | None) -> str:
+    """An event loop's lag: ``3 ms``, ``250 ms``, ``1.2s``."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    return duration(seconds)

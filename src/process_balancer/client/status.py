@@ -100,6 +100,31 @@ def _slots(info: Mapping[str, Any], stuck_after: float) -> list[dict[str, Any]]:
     return sorted(slots, key=lambda s: (s["job"], s["index"]))
 
 
+def _event_loop(value: object) -> dict[str, Any] | None:
+    """The asyncio workers' event loop of a process (None if it runs none): its lag (the
+    largest of the last 10 s), stalls over ``warn_after`` and the last one."""
+    if not isinstance(value, Mapping):
+        return None
+    stall = value.get("last_stall")
+    last = None
+    if isinstance(stall, Mapping):
+        last = {
+            "seconds": _number(stall.get("seconds")),
+            "slot": _text(stall.get("slot")),
+            "where": _text(stall.get("where")),
+            "at": _number(stall.get("at")),
+        }
+    lag, warn_after = _number(value.get("lag")), _number(value.get("warn_after"))
+    return {
+        "lag": lag,
+        "stalls": _integer(value.get("stalls")),
+        "slots": _integer(value.get("slots")),
+        "warn_after": warn_after,
+        "lagging": lag is not None and warn_after is not None and lag >= warn_after,
+        "last_stall": last,
+    }
+
+
 def process_status(
     member: MemberState,
     *,
@@ -128,6 +153,7 @@ def process_status(
         "assigned": _slot_map(assigned or {}),
         "running": _slot_map(info.get("running")),
         "slots": _slots(info, stuck_after),
+        "event_loop": _event_loop(info.get("event_loop")),
     }
 
 

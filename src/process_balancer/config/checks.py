@@ -149,6 +149,20 @@ def worker_kind(value: object) -> str:
     return value
 
 
+def iteration_context(value: object) -> tuple[str, ...]:
+    """A list of ``module:function`` names (imported once the job classes are)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and v.strip() and not any(c.isspace() for c in v) for v in value
+    ):
+        raise Invalid(
+            "must be a list of 'module:function' names of context-manager factories, "
+            f"got {show(value)}"
+        )
+    return tuple(value)
+
+
 def namespace(value: object) -> str:
     if not isinstance(value, str) or not NAME.fullmatch(value):
         raise Invalid(

@@ -55,5 +55,9 @@ CONFIG_PATHS = ("process_balancer.yml", "config/process_balancer.yml")
 ENVIRONMENT = "development"
 #: What one slot of a job costs compared with other jobs' slots when none is set (``weight:``).
 WEIGHT = 1.0
-#: How a slot's iterations run unless the job's ``worker:`` says otherwise.
+#: How a slot's iterations run unless the job's ``worker:`` says otherwise (an AsyncBase job
+#: runs on the ``asyncio`` kind).
 WORKER_KIND = "thread"
+#: Seconds the asyncio workers' event loop may be late before the runner reports it as
+#: blocked (a job made a blocking call) and names the slot that blocked it.
+EVENT_LOOP_LAG_WARNING = 0.25

@@ -23,6 +23,7 @@ JOB_KEYS = (
     "takeover_grace",
     "max_workers",
     "worker",
+    "iteration_context",
     "placement",
     "weight",
 )
@@ -44,8 +45,11 @@ class JobConfig:
     takeover_grace: float = defaults.TAKEOVER_GRACE
     #: Most workers this job may be scaled to (its own ``max_workers``, else the global one).
     max_workers: int = defaults.MAX_WORKERS
-    #: How each slot's iterations run (``runtime/workers/``): ``thread``.
-    worker: str = defaults.WORKER_KIND
+    #: How each slot's iterations run (``runtime/workers/``): ``thread`` or ``asyncio``;
+    #: None (not set) picks by the job's class: ``asyncio`` for an AsyncBase, else ``thread``.
+    worker: str | None = None
+    #: ``module:function`` names of context-manager factories entered around each iteration.
+    iteration_context: tuple[str, ...] = ()
     #: Tags a process must have to run this job's slots (``placement.require``).
     require: tuple[str, ...] = ()
     #: Tags this job's slots look for first (``placement.prefer``).
@@ -148,7 +152,8 @@ def check_job(
     grace = optional(
         "takeover_grace", lambda v: checks.seconds(v, positive=False), defaults.TAKEOVER_GRACE
     )
-    worker = optional("worker", checks.worker_kind, defaults.WORKER_KIND)
+    worker = optional("worker", checks.worker_kind, None)
+    contexts = optional("iteration_context", checks.iteration_context, ())
     weight = optional("weight", checks.weight, defaults.WEIGHT)
     require, prefer = _check_placement(problems, f"{path}.placement", entry.get("placement"))
     max_workers, max_origin = global_max
@@ -186,6 +191,7 @@ def check_job(
         takeover_grace=grace,
         max_workers=max_workers,
         worker=worker,
+        iteration_context=contexts,
         require=require,
         prefer=prefer,
         weight=weight,

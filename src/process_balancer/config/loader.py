@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from functools import partial
 from pathlib import Path
 from types import ModuleType
@@ -23,14 +23,16 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError as ConfigError
-from ..job import Base
+from ..job import AsyncBase, Base
 
 __all__ = [
     "ConfigError",
     "add_cwd_to_path",
     "describe_import_error",
     "format_problem",
+    "load_factory",
     "load_job_class",
+    "load_object",
     "read_config_file",
     "require",
 ]
@@ -161,17 +163,17 @@ def _import(module: str, label: str) -> ModuleType:
         raise ConfigError(f"{label}{describe_import_error(module, exc)}") from None
 
 
-def load_job_class(class_path: str) -> type[Base]:
-    """Import ``"module:Class"`` or ``"module.Class"`` and check that it is a job class.
+def load_object(path: str, what: str = "Class") -> object:
+    """Import ``"module:Name"`` or ``"module.Name"`` (``Name`` may be dotted) and return it.
 
     Raises :class:`ConfigError` whose message is the reason only; the caller prefixes where the
     name was written.
     """
-    module_name, colon, attribute = class_path.partition(":")
+    module_name, colon, attribute = path.partition(":")
     if not colon:
-        module_name, _, attribute = class_path.rpartition(".")
+        module_name, _, attribute = path.rpartition(".")
     if not module_name or not attribute:
-        raise ConfigError(f"must be 'module:Class' or 'module.Class', got {class_path!r}")
+        raise ConfigError(f"must be 'module:{what}' or 'module.{what}', got {path!r}")
     found: object = _import(module_name, "")
     for part in attribute.split("."):
         try:
@@ -180,13 +182,33 @@ def load_job_class(class_path: str) -> type[Base]:
             close = difflib.get_close_matches(part, dir(found), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{module_name!r} has no attribute {attribute!r}{hint}") from None
+    return found
+
+
+def load_job_class(class_path: str) -> type[Base]:
+    """Import ``"module:Class"`` or ``"module.Class"`` and check that it is a job class."""
+    found = load_object(class_path)
     if not isinstance(found, type):
         raise ConfigError(
             f"{class_path!r} is a {type(found).__name__}, not a class; "
             "name a subclass of process_balancer.Base"
         )
-    if not issubclass(found, Base) or found is Base:
-        raise ConfigError(f"{class_path!r} is not a job: it must subclass process_balancer.Base")
+    if not issubclass(found, Base) or found in (Base, AsyncBase):
+        raise ConfigError(
+            f"{class_path!r} is not a job: it must subclass process_balancer.Base "
+            "(or process_balancer.AsyncBase)"
+        )
+    return found
+
+
+def load_factory(path: str) -> Callable[..., Any]:
+    """Import ``"module:function"`` (an ``iteration_context`` entry) and check it is callable."""
+    found = load_object(path, "function")
+    if not callable(found):
+        raise ConfigError(
+            f"{path!r} is not callable; name a function or class that takes the job and "
+            "returns a context manager"
+        )
     return found
 
 

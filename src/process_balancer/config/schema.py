@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import checks, defaults
 from .job_entry import JobConfig, check_job, placement_traits
-from .loader import ConfigError, format_problem, load_job_class, read_config_file
+from .loader import ConfigError, load_factory, load_job_class, read_config_file
 
 if TYPE_CHECKING:
     from ..job import Base
@@ -266,12 +266,30 @@ def settings_from(
 
 
 def resolve_job_class(job: JobConfig, config_file: Path | None) -> type[Base]:
-    """Import the class a job names; call it after the ``-r`` modules are loaded."""
+    """Import the class a job names and its ``iteration_context`` factories, and check that
+    its ``worker`` kind can run it; call it after the ``-r`` modules are loaded."""
+    from ..runtime.workers import kind_for
+
+    problems = checks.Problems(config_file)
+    where = f"jobs.{job.job_id}"
+    found: type[Base] | None = None
     try:
-        return load_job_class(job.class_path)
+        found = load_job_class(job.class_path)
     except ConfigError as exc:
-        where = f"jobs.{job.job_id}.class"
-        raise ConfigError(format_problem(config_file, where, str(exc))) from None
+        problems.add(f"{where}.class", str(exc))
+    for i, name in enumerate(job.iteration_context):
+        try:
+            load_factory(name)
+        except ConfigError as exc:
+            problems.add(f"{where}.iteration_context[{i}]", str(exc))
+    if found is not None:
+        try:
+            kind_for(found, job.worker)
+        except ValueError as exc:
+            problems.add(f"{where}.worker", str(exc))
+    problems.raise_if_any()
+    assert found is not None
+    return found
 
 
 def resolve_job_classes(settings: Settings) -> dict[str, type[Base]]:

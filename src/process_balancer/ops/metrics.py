@@ -253,7 +253,31 @@ class _ProcessCollector(Collector):
                 family.add_metric([job_id], value)
         yield from families
         yield from self._process_state()
+        yield from self._event_loop()
         yield from self._unplaced()
+
+    def _event_loop(self) -> Iterator[Metric]:
+        """The asyncio workers' event loop, once the process runs one."""
+        loop = self.manager.supervisor.shared.describe().get("event_loop")
+        if not loop:
+            return
+        yield GaugeMetricFamily(
+            f"{PREFIX}_event_loop_lag_seconds",
+            "Largest lateness of the asyncio workers' event loop in the last 10 s: time every "
+            "asyncio slot waited because a job did not yield (a blocking call).",
+            value=loop["lag"],
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_event_loop_stalls",
+            "Times the asyncio workers' event loop was blocked longer than its warning "
+            "threshold (each one is logged with the slot that blocked it).",
+            value=loop["stalls"],
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_event_loop_slots",
+            "Asyncio slots running on the event loop.",
+            value=loop["slots"],
+        )
 
     def _process_state(self) -> Iterator[Metric]:
         manager = self.manager

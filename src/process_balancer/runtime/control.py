@@ -184,8 +184,4 @@ class Controls:
         }
 
     def _info(self) -> dict[str, Any]:
-        return {
-            "heartbeat_at": self.kernel.time(),
-            "running": self.supervisor.running(),
-            "slots": self.supervisor.describe(),
-        }
+        return {"heartbeat_at": self.kernel.time(), **self.supervisor.info()}

@@ -106,6 +106,7 @@ class Manager(Controls):
                 started.append(observer)
             return self._run()
         finally:
+            self.supervisor.close()
             for observer in started:
                 observer.close()
 
@@ -128,7 +129,8 @@ class Manager(Controls):
         while True:
             if self._dump_requested:
                 self._dump_requested = False
-                logger.warning("thread dump of %s:\n%s", self.identity, thread_dump())
+                dump = thread_dump() + self.supervisor.shared.dump()
+                logger.warning("thread dump of %s:\n%s", self.identity, dump)
             if self._stop_requested and not self._stopping:
                 self._stopping = True
                 stop_deadline = self._monotonic() + self.settings.shutdown_timeout

@@ -11,8 +11,9 @@ from ..config import defaults
 from .kernel import SYSTEM, Kernel
 from .leases import LeaseKeeper
 from .wakeups import Notifier
-from .workers import worker_class
+from .workers import kind_for, worker_class
 from .workers.base import Worker, WorkerSpec
+from .workers.shared import SharedResources
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class Supervisor:
         self._notifier = notifier
         self._wake = wake
         self._workers: dict[Slot, Worker] = {}
+        #: What workers of one kind share (the asyncio kind's event loop), closed at exit.
+        self.shared = SharedResources(kernel)
         self._failures: dict[Slot, int] = {}
         self._restart_at: dict[Slot, float] = {}
         self.restarts: dict[Slot, int] = {}
@@ -97,13 +100,14 @@ class Supervisor:
 
     def _start(self, slot: Slot) -> None:
         spec = self._make_spec(*slot)
-        worker_type = worker_class(spec.kind)
+        worker_type = worker_class(kind_for(spec.job_class, spec.kind))
         worker = worker_type(
             spec,
             keeper=self._keeper,
             notifier=self._notifier,
             on_exit=self._exited,
             kernel=self._kernel,
+            shared=self.shared,
         )
         self._workers[slot] = worker
         logger.info("starting job %s worker %d", slot[0], slot[1])
@@ -149,6 +153,10 @@ class Supervisor:
     def alive(self) -> list[Worker]:
         return [w for w in self._workers.values() if w.is_alive()]
 
+    def close(self) -> None:
+        """The process exits: close what the workers shared (the asyncio event loop)."""
+        self.shared.close()
+
     # -- state -------------------------------------------------------------------------------
 
     def running(self) -> dict[str, list[int]]:
@@ -158,6 +166,11 @@ class Supervisor:
             if worker.is_alive() and not worker.stopping:
                 result.setdefault(job_id, []).append(index)
         return result
+
+    def info(self) -> dict[str, Any]:
+        """This process's part of its heartbeat info: running slots, each slot's state and
+        what the worker kinds report (the asyncio event loop's lag)."""
+        return {"running": self.running(), "slots": self.describe(), **self.shared.describe()}
 
     def describe(self) -> dict[str, Any]:
         """Per-slot state for the process's heartbeat info."""

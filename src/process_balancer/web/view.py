@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..client.format import duration, indexes
+from ..client.format import duration, indexes, lag_text
 from .sampler import Sample
 
 __all__ = ["dashboard"]
@@ -56,6 +56,19 @@ def _slot(slot: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _event_loop(loop: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if loop is None:
+        return None
+    stall = loop["last_stall"]
+    return {
+        "lag": lag_text(loop["lag"]),
+        "lagging": loop["lagging"],
+        "stalls": loop["stalls"] or 0,
+        "last_stall_slot": stall["slot"] if stall else None,
+        "last_stall_where": stall["where"] if stall else None,
+    }
+
+
 def _process(proc: Mapping[str, Any], now: float) -> dict[str, Any]:
     busy = sum(len(v) for v in proc["running"].values())
     started = proc["started_at"]
@@ -73,6 +86,7 @@ def _process(proc: Mapping[str, Any], now: float) -> dict[str, Any]:
         "full": proc["capacity"] is not None and busy >= proc["capacity"],
         "running": _slots_per_job(proc["running"]),
         "slots": [_slot(s) for s in proc["slots"]],
+        "event_loop": _event_loop(proc["event_loop"]),
         "can_quiet": proc["state"] == "active",
         "can_stop": proc["state"] != "stopping",
     }

@@ -1,11 +1,12 @@
 """The iteration protocol every worker kind shares, written once.
 
 A worker runs one job instance for one slot, iteration after iteration: ``before_perform`` ->
-the worker lock -> ``lock_records`` -> ``process_record`` per record (cut at a record boundary
-when the lock is lost or the slot must stop) -> ``unlock_records`` -> the lock released ->
-``after_perform`` -> the job's sleep or abort. A worker kind decides where that loop runs (a
-thread, an event loop, a child process) and how the job's methods are called
-(:meth:`Worker.call`); the lock, the lease and the bookkeeping are the same for all.
+the worker lock -> the job's iteration contexts entered -> ``lock_records`` ->
+``process_record`` per record (cut at a record boundary when the lock is lost or the slot must
+stop) -> ``unlock_records`` -> the contexts exited -> the lock released -> ``after_perform`` ->
+the job's sleep or abort. A worker kind decides where that loop runs (a thread, an event
+loop, a child process) and how the job's methods are called (:meth:`Worker.call`); the lock
+(taken by a plan, ``plan.py``), the lease and the bookkeeping are the same for all.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ import abc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 from ...backends.base import BackendError, CorruptStateError
-from ...job import Base, JobControl
+from ...job import Base, IterationContext, JobControl
 from ...locks.base import LockContext, LockDriver
 from ..kernel import SYSTEM, Kernel
 from ..leases import Lease, LeaseKeeper
 from ..wakeups import Notifier
+from .contexts import enter_all, iteration_contexts
+from .plan import Plan, run_plan
+from .shared import SharedResources
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +53,8 @@ class WorkerSpec:
     acquire_timeout: float
     #: Called with (job_id, seconds) after every iteration that held the lock (for metrics).
     on_iteration: Callable[[str, float], None] | None = None
-    #: The worker kind running the slot (the job's ``worker:`` option).
-    kind: str = "thread"
+    #: The worker kind running the slot (the job's ``worker:`` option; None: by its class).
+    kind: str | None = None
 
 
 class Worker(abc.ABC):
@@ -73,9 +78,12 @@ class Worker(abc.ABC):
         notifier: Notifier,
         on_exit: Callable[[Worker], None],
         kernel: Kernel = SYSTEM,
+        shared: SharedResources | None = None,
     ) -> None:
         self.spec = spec
         self.kernel = kernel
+        #: What this process's workers share per kind (see :class:`SharedResources`).
+        self.shared = shared if shared is not None else SharedResources(kernel)
         self._monotonic = kernel.monotonic
         self._keeper = keeper
         self._notifier = notifier
@@ -97,6 +105,7 @@ class Worker(abc.ABC):
         self.started_at = kernel.time()
         #: What the job tells this worker (sleep, abort) and may read of it (lease left).
         self.control = JobControl(self._stop_event)
+        self._contexts: list[IterationContext] = []
 
     @property
     def slot(self) -> tuple[str, int]:
@@ -134,6 +143,7 @@ class Worker(abc.ABC):
 
     def make_job(self) -> Base:
         spec = self.spec
+        self._contexts = iteration_contexts(spec.job_class, spec.options)
         return spec.job_class(
             job_id=spec.job_id,
             worker_index=spec.worker_index,
@@ -145,30 +155,37 @@ class Worker(abc.ABC):
 
     def run_slot(self) -> None:
         """Iterations until stopped, aborted or failed; then ``on_exit``."""
-        spec = self.spec
         control = self.control
         try:
             job = self.make_job()
             while not self._halt:
                 self._iteration(job)
-                if control.abort:
-                    self.outcome = "aborted"
-                    logger.info("%s: status_abort() called; a fresh worker starts later", job)
+                if self._aborted(job):
                     return
                 pause = control.sleep_for
                 if pause:
                     self._stop_event.wait(pause)
             self.outcome = "stopped"
         except Exception as exc:
-            self.outcome = "failed"
-            self.error = f"{type(exc).__name__}: {exc}"
-            logger.exception(
-                "job %s worker %d raised; the worker restarts after a backoff",
-                spec.job_id,
-                spec.worker_index,
-            )
+            self._failed(exc)
         finally:
             self._on_exit(self)
+
+    def _aborted(self, job: Base) -> bool:
+        if not self.control.abort:
+            return False
+        self.outcome = "aborted"
+        logger.info("%s: status_abort() called; a fresh worker starts later", job)
+        return True
+
+    def _failed(self, exc: BaseException) -> None:
+        self.outcome = "failed"
+        self.error = f"{type(exc).__name__}: {exc}"
+        logger.exception(
+            "job %s worker %d raised; the worker restarts after a backoff",
+            self.spec.job_id,
+            self.spec.worker_index,
+        )
 
     def _iteration(self, job: Base) -> None:
         self.control.sleep_for = None
@@ -178,42 +195,69 @@ class Worker(abc.ABC):
             if lease is None:
                 self.skipped += 1
                 return
-            job.fencing_token = lease.fence
-            self.control.lease_remaining = lease.remaining
-            self.iteration_started = self.kernel.time()
-            began = self._monotonic()
+            began = self._begin(job, lease)
             try:
                 self._process(job, lease)
             finally:
-                self.iteration_started = None
-                self.control.lease_remaining = None
-                self._lease = None
-                self._keeper.drop(lease)
-                self._release(lease)
-                if lease.lost:
-                    self.lock_losses += 1
-                    logger.warning(
-                        "job %s worker %d lost its worker lock (%s); the iteration was stopped "
-                        "and unlock_records ran",
-                        job.job_id,
-                        job.worker_index,
-                        lease.lost_reason,
-                    )
-                if self.spec.on_iteration is not None:
-                    self.spec.on_iteration(job.job_id, self._monotonic() - began)
+                self._end(job, lease, began)
             self.iterations += 1
             self.succeeded = True
         finally:
             self.call(job.after_perform)
 
-    def _process(self, job: Base, lease: Lease) -> None:
+    def _begin(self, job: Base, lease: Lease) -> float:
+        """The lock is held: tell the job its token and lease; returns the start time."""
+        job.fencing_token = lease.fence
+        self.control.lease_remaining = lease.remaining
+        self.iteration_started = self.kernel.time()
+        return self._monotonic()
+
+    def _end(self, job: Base, lease: Lease, began: float) -> None:
+        """The iteration is over: release the lock (a backend call) and count it."""
+        self.iteration_started = None
+        self.control.lease_remaining = None
+        self._lease = None
+        self._keeper.drop(lease)
+        self._release(lease)
+        if lease.lost:
+            self.lock_losses += 1
+            logger.warning(
+                "job %s worker %d lost its worker lock (%s); the iteration was stopped "
+                "and unlock_records ran",
+                job.job_id,
+                job.worker_index,
+                lease.lost_reason,
+            )
+        if self.spec.on_iteration is not None:
+            self.spec.on_iteration(job.job_id, self._monotonic() - began)
+
+    def _ran_out(self, lease: Lease) -> bool:
+        """The lease was over before the iteration began (frozen right after the grant): a
+        peer may hold the slot with a newer token, so the iteration claims nothing."""
         if lease.lost or self._monotonic() >= lease.deadline - lease.margin:
-            # Over before the iteration began (the process was frozen right after the lock
-            # was granted): a peer may hold the slot with a newer token; claim nothing.
             if not lease.lost:
                 lease.lost = True
                 lease.lost_reason = "it ran out before the iteration began"
+            return True
+        return False
+
+    def _outlived(self, lease: Lease) -> None:
+        """After the iteration: a lease whose deadline passed unrenewed counts as lost."""
+        if not lease.lost and self._monotonic() >= lease.deadline:
+            lease.lost = True
+            lease.lost_reason = "its deadline passed before it could be renewed"
+
+    def _process(self, job: Base, lease: Lease) -> None:
+        if self._ran_out(lease):
             return
+        if self._contexts:
+            with enter_all(self._contexts, job):
+                self._records(job)
+        else:
+            self._records(job)
+        self._outlived(lease)
+
+    def _records(self, job: Base) -> None:
         primary: BaseException | None = None
         try:
             records = self.call(job.lock_records)
@@ -238,16 +282,19 @@ class Worker(abc.ABC):
             except Exception:
                 if primary is None:
                     raise
-                logger.exception(
-                    "job %s worker %d: unlock_records raised while handling another error",
-                    job.job_id,
-                    job.worker_index,
-                )
-        if not lease.lost and self._monotonic() >= lease.deadline:
-            lease.lost = True
-            lease.lost_reason = "its deadline passed before it could be renewed"
+                self._unlock_failed(job)
+
+    def _unlock_failed(self, job: Base) -> None:
+        logger.exception(
+            "job %s worker %d: unlock_records raised while handling another error", *self.slot
+        )
 
     def _acquire(self) -> Lease | None:
+        return run_plan(self._acquire_plan(), self._wake.wait)
+
+    def _acquire_plan(self) -> Plan[Lease | None]:
+        """Take the worker lock, retrying with jittered backoff until ``acquire_timeout``;
+        None when the iteration is to be skipped (busy, or the worker is stopping)."""
         spec = self.spec
         driver = spec.driver_class(spec.lock_context)
         hint = driver.wait_hint()
@@ -256,30 +303,18 @@ class Worker(abc.ABC):
         if hint is not None:
             self._notifier.subscribe(hint, self._wake)
         held = False
+        result: Lease | None = None
         try:
             while not self._halt:
                 self._wake.clear()
                 if not self._keeper.membership_valid():
                     # Without a live membership a lock taken now would be invalid at once.
-                    self._wake.wait(delay)
+                    yield delay
                     delay = min(delay * 2, ACQUIRE_RETRY_MAX)
                     continue
                 epoch = self._keeper.epoch
                 attempt_at = self._monotonic()
-                try:
-                    fence = driver.try_acquire()
-                except CorruptStateError as exc:
-                    logger.error("job %s worker %d: %s", spec.job_id, spec.worker_index, exc)
-                    fence = None
-                except BackendError as exc:
-                    logger.warning(
-                        "job %s worker %d: could not reach the backend to take the worker "
-                        "lock (%s); retrying",
-                        spec.job_id,
-                        spec.worker_index,
-                        exc,
-                    )
-                    fence = None
+                fence = yield partial(self._attempt, driver)
                 if fence is not None:
                     # Cleared before _halt is read, so a stop in between is never lost.
                     self._cut = False
@@ -295,9 +330,10 @@ class Worker(abc.ABC):
                     if self._halt:
                         self._lease = None
                         self._keeper.drop(lease)
-                        self._release(lease)
-                        return None
-                    return lease
+                        yield partial(self._release, lease)
+                    else:
+                        result = lease
+                    break
                 remaining = deadline - self._monotonic()
                 if remaining <= 0:
                     logger.info(
@@ -307,15 +343,36 @@ class Worker(abc.ABC):
                         spec.worker_index,
                         spec.acquire_timeout,
                     )
-                    return None
-                self._wake.wait(min(remaining, delay * self.kernel.uniform(0.5, 1.5)))
+                    break
+                yield min(remaining, delay * self.kernel.uniform(0.5, 1.5))
                 delay = min(delay * 2, ACQUIRE_RETRY_MAX)
-            return None
+        except BaseException:
+            if not held:
+                driver.close()
+            raise
         finally:
             if hint is not None:
                 self._notifier.unsubscribe(hint, self._wake)
-            if not held:
-                driver.close()
+        if not held:
+            yield driver.close
+        return result
+
+    def _attempt(self, driver: LockDriver) -> int | None:
+        """One try at the lock: its fencing token, or None (busy, or the backend failed)."""
+        spec = self.spec
+        try:
+            return driver.try_acquire()
+        except CorruptStateError as exc:
+            logger.error("job %s worker %d: %s", spec.job_id, spec.worker_index, exc)
+        except BackendError as exc:
+            logger.warning(
+                "job %s worker %d: could not reach the backend to take the worker "
+                "lock (%s); retrying",
+                spec.job_id,
+                spec.worker_index,
+                exc,
+            )
+        return None
 
     def _lease_lost(self, lease: Lease) -> None:
         # A renewal answer may arrive after its iteration ended: it must not cut the next one.

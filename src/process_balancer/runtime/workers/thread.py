@@ -8,6 +8,7 @@ from ..kernel import SYSTEM, Kernel
 from ..leases import LeaseKeeper
 from ..wakeups import Notifier
 from .base import Worker, WorkerSpec
+from .shared import SharedResources
 
 __all__ = ["ThreadWorker", "Worker", "WorkerSpec"]
 
@@ -25,8 +26,11 @@ class ThreadWorker(Worker):
         notifier: Notifier,
         on_exit: Callable[[Worker], None],
         kernel: Kernel = SYSTEM,
+        shared: SharedResources | None = None,
     ) -> None:
-        super().__init__(spec, keeper=keeper, notifier=notifier, on_exit=on_exit, kernel=kernel)
+        super().__init__(
+            spec, keeper=keeper, notifier=notifier, on_exit=on_exit, kernel=kernel, shared=shared
+        )
         self._thread = kernel.thread(self.run_slot, f"pb-{spec.job_id}-{spec.worker_index}")
 
     def start(self) -> None:
