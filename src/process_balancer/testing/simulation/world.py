@@ -217,6 +217,24 @@ class World:
         job, _, index = name.rpartition(":")
         self.note(holder, f"lock {name} granted, token {fence}")
         self.checker.granted((job, int(index)), holder, fence, self.elapsed())
+        # No other process may still count on a lease of that slot: its own clock must say
+        # it has run out (frozen or not, its deadline is its own to keep).
+        now = self.sched.now
+        for process in self.processes.values():
+            if process.name == holder or process.state == "crashed":
+                continue
+            membership = process.manager.membership.valid_until
+            for lease in process.manager.keeper._held():
+                if lease.lost or lease.driver.context.name != name:
+                    continue
+                left = min(lease.lock_until, membership) - lease.margin - now
+                if left > 0:
+                    self.checker.fail(
+                        "exclusion",
+                        self.elapsed(),
+                        f"lock {name} granted to {holder} while {process.name}'s lease on it "
+                        f"runs {left:.3f}s more by its own clock",
+                    )
 
     def record_end(self, run: RecordRun, process: SimProcess) -> None:
         self.checker.record_end(run, self.elapsed(), process.freezes)
