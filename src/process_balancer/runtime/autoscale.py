@@ -219,7 +219,9 @@ class Autoscaler:
                 )
             state.paused = True
             return
-        state.paused = False
+        if state.paused:
+            logger.info("autoscale: job %s was resumed; scaling it again", job.job_id)
+            state.paused = False
         target = job.rule.clamp(desired)
         current = self.backend.get_count(job.job_id)
         if current is None:
