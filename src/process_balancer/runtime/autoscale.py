@@ -29,7 +29,7 @@ from ..config import defaults
 from ..config.autoscale import AutoscaleConfig
 from ..config.schema import JobConfig
 from ..job import Base
-from .kernel import SYSTEM, Kernel
+from .kernel import SYSTEM, Kernel, ThreadLike
 
 logger = logging.getLogger(__name__)
 
@@ -115,20 +115,20 @@ class Autoscaler:
         self._active = False
         self._wake = kernel.event()
         self._stop = kernel.event()
-        self._thread = kernel.thread(self._run, "pb-autoscale")
-        self._started = False
+        self._thread: ThreadLike | None = None
 
     # -- the manager's side --------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.jobs:
-            self._started = True
+        """Start the thread; a process without autoscaled jobs starts none."""
+        if self.jobs and self._thread is None:
+            self._thread = self.kernel.thread(self._run, "pb-autoscale")
             self._thread.start()
 
     def set_active(self, active: bool) -> None:
         """Evaluate only while this process is a joined, non-quiet, non-stopping member; a
         process that becomes inactive releases its locks at once."""
-        if active != self._active:
+        if self.jobs and active != self._active:
             self._active = active
             self._wake.set()
 
@@ -136,7 +136,8 @@ class Autoscaler:
         self._active = False
         self._stop.set()
         self._wake.set()
-        if self._started:
+        if self._thread is not None:
+            # A desired_workers() that hangs must not hold the process's exit up for long.
             self._thread.join(5.0)
 
     def info(self) -> dict[str, Any]:
