@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from rich.console import Console
 
 from process_balancer.backends import GroupSnapshot, MemberState
@@ -95,3 +96,13 @@ def test_the_table_shows_who_decided_what_and_when() -> None:
     assert "1..8, every 15s, cooldown 1m00s" in text
     assert "set 7 (desired 7)" in text and "5.0s ago by b:2" in text
     assert "4 -> 7, 5.0s ago" in text
+
+
+def test_the_dashboard_shows_the_bounds_state_and_last_decision() -> None:
+    pytest.importorskip("starlette")
+    from process_balancer.web.app import render_live
+
+    status = build_status(snapshot([scaling("b:2", entry(True, SCALED))]), now=NOW)
+    tables = render_live(status, None, actions=False)["tables"]
+    assert 'data-test="autoscale"' in tables
+    assert "autoscale 1..8 · evaluating · set 7 (desired 7) by b:2" in tables
