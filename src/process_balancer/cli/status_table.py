@@ -11,6 +11,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from ..client.autoscale import decision_text
 from ..client.format import duration, indexes, lag_text
 
 _STATE_STYLES = {"active": "green", "quiet": "yellow", "stopping": "red"}
@@ -198,9 +199,41 @@ def jobs_table(status: Mapping[str, Any]) -> Table:
     return table
 
 
+def autoscale_table(status: Mapping[str, Any]) -> Table:
+    """Each autoscaled job: its bounds, who evaluates it, its last decision and change."""
+    now = status["generated_at"]
+    table = Table(title="Autoscaling", title_justify="left", box=box.SIMPLE_HEAD)
+    for name in ("job", "bounds", "state", "evaluated by", "last decision", "last change"):
+        table.add_column(name, overflow="fold", no_wrap=name == "evaluated by")
+    for job_id, job in status["jobs"].items():
+        scaling = job.get("autoscale")
+        if not scaling:
+            continue
+        last, change = scaling["last"], scaling["last_change"]
+        decided = decision_text(last)
+        if last is not None:
+            decided += f"\n{duration(now - last['at'])} ago by {last['by']}"
+        changed = "-"
+        if change is not None:
+            changed = f"{change['from']} -> {change['to']}, {duration(now - change['at'])} ago"
+        state = scaling["state"]
+        table.add_row(
+            _text(job_id),
+            _text(
+                f"{scaling['min']}..{scaling['max']}, every {duration(scaling['interval'])}, "
+                f"cooldown {duration(scaling['cooldown'])}"
+            ),
+            _text(state, "yellow" if state != "evaluating" else "green"),
+            _text(scaling["evaluator"] or "-"),
+            _text(decided, "red" if last is not None and last["action"] == "error" else ""),
+            _text(changed),
+        )
+    return table
+
+
 def render(status: Mapping[str, Any]) -> RenderableType:
-    """Header, unreadable data if any, then the processes, slots and jobs tables (those that
-    have rows)."""
+    """Header, unreadable data if any, then the processes, slots, jobs and autoscaling tables
+    (those that have rows)."""
     parts: list[RenderableType] = [_header(status)]
     if status["problems"]:
         parts.append(problems_table(status))
@@ -212,4 +245,6 @@ def render(status: Mapping[str, Any]) -> RenderableType:
         parts.append(slots_table(status))
     if status["jobs"]:
         parts.append(jobs_table(status))
+    if any(job.get("autoscale") for job in status["jobs"].values()):
+        parts.append(autoscale_table(status))
     return Group(*parts)

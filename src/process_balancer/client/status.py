@@ -20,6 +20,7 @@ from typing import Any
 from ..backends.base import Backend, GroupSnapshot, MemberState, Problem
 from ..balancing.placement import ANYWHERE, unplaced_reason
 from ..balancing.rebalance import config_counts, job_placements, member_from_state
+from .autoscale import autoscale_status
 
 __all__ = ["DEFAULT_STUCK_AFTER", "SCHEMA", "build_status", "process_status", "read_status"]
 
@@ -247,6 +248,7 @@ def build_status(
                 for s in p["slots"]
                 if s["job"] == job_id and s["stuck"]
             ],
+            "autoscale": autoscale_status(job_id, members, paused=job_id in paused),
         }
     unreadable = {problem.part for problem in problems}
     return {

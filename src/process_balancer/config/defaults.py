@@ -42,6 +42,15 @@ MAX_WORKERS_HARD_LIMIT = 1_000_000
 #: The worker lock is renewed in the background when this fraction of its TTL has passed.
 LOCK_RENEW_FRACTION = 1 / 3
 
+#: Seconds between two calls of an autoscaled job's ``desired_workers()`` (``autoscale.interval``).
+AUTOSCALE_INTERVAL = 15.0
+#: Seconds the autoscaler waits after its last change (or after it began evaluating) before it
+#: lowers a job's count (``autoscale.cooldown``); raising it never waits.
+AUTOSCALE_COOLDOWN = 60.0
+#: Shortest life of the lock that chooses a job's one evaluating process; it lives three
+#: intervals when that is longer, and its holder renews it at every evaluation.
+AUTOSCALE_LOCK_TTL = 10.0
+
 #: Restart backoff for a worker whose job raised: first delay, growth factor and cap.
 RESTART_BACKOFF_BASE = 1.0
 RESTART_BACKOFF_FACTOR = 2.0

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import checks, defaults
+from .autoscale import AutoscaleConfig, check_autoscale
 
 __all__ = ["JOB_KEYS", "JobConfig", "check_job", "placement_traits"]
 
@@ -26,6 +27,7 @@ JOB_KEYS = (
     "iteration_context",
     "placement",
     "weight",
+    "autoscale",
 )
 #: Keys of a job's ``placement:`` mapping.
 PLACEMENT_KEYS = ("require", "prefer")
@@ -56,6 +58,8 @@ class JobConfig:
     prefer: tuple[str, ...] = ()
     #: What one slot of this job costs compared with other jobs' slots, for spreading.
     weight: float = defaults.WEIGHT
+    #: The bounds and pace of the count ``desired_workers()`` sets; None: not autoscaled.
+    autoscale: AutoscaleConfig | None = None
 
 
 def placement_traits(jobs: Mapping[str, JobConfig]) -> dict[str, dict[str, Any]]:
@@ -169,6 +173,11 @@ def check_job(
             f"({max_origin}); lower workers or {raise_it} "
             f"(at most {defaults.MAX_WORKERS_HARD_LIMIT:,})",
         )
+    autoscale = None
+    if "autoscale" in entry:
+        autoscale = check_autoscale(
+            problems, f"{path}.autoscale", entry["autoscale"], max_workers, max_origin
+        )
     for key in entry:
         close = difflib.get_close_matches(str(key), JOB_KEYS, n=1, cutoff=0.8)
         if key not in JOB_KEYS and close:
@@ -195,4 +204,5 @@ def check_job(
         require=require,
         prefer=prefer,
         weight=weight,
+        autoscale=autoscale,
     )

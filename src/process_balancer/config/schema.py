@@ -287,6 +287,13 @@ def resolve_job_class(job: JobConfig, config_file: Path | None) -> type[Base]:
             kind_for(found, job.worker)
         except ValueError as exc:
             problems.add(f"{where}.worker", str(exc))
+        if job.autoscale is not None and not callable(getattr(found, "desired_workers", None)):
+            problems.add(
+                f"{where}.autoscale",
+                f"class {found.__module__}.{found.__qualname__} has no desired_workers() "
+                "method; define `def desired_workers(self) -> int` on it (the count the "
+                "autoscaler aims for, e.g. from a queue's depth) or remove autoscale",
+            )
     problems.raise_if_any()
     assert found is not None
     return found

@@ -21,6 +21,7 @@ from .wakeups import Notifier
 
 if TYPE_CHECKING:
     from ..config.schema import Settings
+    from .autoscale import Autoscaler
     from .supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Controls:
     observers: list[Observer]
     settings: Settings
     supervisor: Supervisor
+    autoscaler: Autoscaler
     started_at: float
 
     # -- requests (signal handlers, remote commands, embedding code) -------------------------
@@ -184,4 +186,8 @@ class Controls:
         }
 
     def _info(self) -> dict[str, Any]:
-        return {"heartbeat_at": self.kernel.time(), **self.supervisor.info()}
+        return {
+            "heartbeat_at": self.kernel.time(),
+            **self.supervisor.info(),
+            **self.autoscaler.info(),
+        }

@@ -11,6 +11,7 @@ from ..balancing.rebalance import rebalance
 from ..config.schema import JobConfig, Settings
 from ..job import Base
 from ..locks import LockContext, resolve_driver
+from .autoscale import Autoscaler, autoscaled_jobs
 from .clock_watch import ServerClockWatch
 from .control import Controls, make_identity, thread_dump
 from .kernel import SYSTEM, Kernel
@@ -92,6 +93,8 @@ class Manager(Controls):
             wake=self._wake.set,
             kernel=kernel,
         )
+        jobs = autoscaled_jobs(settings.jobs, job_classes)
+        self.autoscaler = Autoscaler(backend, self.identity, jobs, kernel=kernel)
         #: Told of heartbeats and iterations (metrics, probes); see runtime/observer.py.
         self.observers = list(observers)
 
@@ -106,6 +109,7 @@ class Manager(Controls):
                 started.append(observer)
             return self._run()
         finally:
+            self.autoscaler.stop()
             self.supervisor.close()
             for observer in started:
                 observer.close()
@@ -116,6 +120,7 @@ class Manager(Controls):
         listener = self.kernel.thread(self._listen, "pb-listener")
         listener.start()
         self.keeper.start()
+        self.autoscaler.start()
         logger.info(
             "process %s joining group %r on %s with max_threads=%d; jobs: %s",
             self.identity,
@@ -301,6 +306,7 @@ class Manager(Controls):
         else:
             self._stale_since = None
         active = not (self._quiet or self._stopping)
+        self.autoscaler.set_active(active)
         desired = set()
         if active:
             desired = {

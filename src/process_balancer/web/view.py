@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..client.autoscale import decision_text
 from ..client.format import duration, indexes, lag_text
 from .sampler import Sample
 
@@ -104,6 +105,12 @@ def _job(job_id: str, job: Mapping[str, Any], rates: tuple[float, float] | None)
     if job.get("weight", 1) != 1:
         rule.append(f"weight {job['weight']:g}")
     healthy = job["running"] == job["scheduled"] and not job["unplaced"] and not job["stuck"]
+    scaling = job.get("autoscale")
+    autoscale = ""
+    if scaling:
+        autoscale = f"autoscale {scaling['min']}..{scaling['max']} · {scaling['state']}"
+        if scaling["last"] is not None:
+            autoscale += f" · {decision_text(scaling['last'])} by {scaling['last']['by']}"
     return {
         "id": job_id,
         "scheduled": job["scheduled"],
@@ -118,6 +125,7 @@ def _job(job_id: str, job: Mapping[str, Any], rates: tuple[float, float] | None)
         "unplaced": unplaced,
         "unplaced_why": unplaced_why,
         "rule": " · ".join(rule),
+        "autoscale": autoscale,
         "stuck": " ".join(str(s["index"]) for s in job["stuck"]),
         "iterations_rate": rate(rates[0] if rates else None),
         "records_rate": rate(rates[1] if rates else None),
