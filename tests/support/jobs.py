@@ -267,3 +267,16 @@ async def logged_async_context(job: AsyncRecordingJob) -> AsyncIterator[None]:
         raise
     await asyncio.sleep(0)
     job._log("ctx-exit", error=None)
+
+
+class ChildRecordingJob(RecordingJob):
+    """A RecordingJob for the ``process`` worker kind: its events name the runner (the
+    child's parent) as ``pid``, as a thread job's do, and the child itself as ``child``."""
+
+    def _log(self, event: str, **fields: Any) -> None:
+        super()._log(event, **{"pid": os.getppid(), "child": os.getpid(), **fields})
+
+
+class ChildFailingJob(ChildRecordingJob):
+    def process_record(self, record: int) -> None:
+        raise RuntimeError("boom from ChildFailingJob")

@@ -543,12 +543,12 @@ def test_a_worker_kind_is_checked_and_a_count_there_points_at_workers(
         "thread"
     )
     path = write("jobs:\n  q:\n    class: m:C\n    worker: fibers\n")
-    assert (
-        one_problem(path) == f"{path}: jobs.q.worker: must be one of asyncio, thread, got 'fibers'"
+    assert one_problem(path) == (
+        f"{path}: jobs.q.worker: must be one of asyncio, process, thread, got 'fibers'"
     )
     path = write("jobs:\n  q:\n    class: m:C\n    worker: 4\n")
     assert one_problem(path) == (
-        f"{path}: jobs.q.worker: must be one of asyncio, thread, got 4 "
+        f"{path}: jobs.q.worker: must be one of asyncio, process, thread, got 4 "
         "(the number of workers is `workers:`)"
     )
 
@@ -871,3 +871,13 @@ def test_resolve_job_classes_maps_job_ids_to_classes(
     path = write('jobs:\n  a: {class: "pb_cfg_jobs:Queue"}\n  b: {class: pb_cfg_jobs.Queue}\n')
     classes = resolve_job_classes(load(path))
     assert list(classes) == ["a", "b"] and classes["a"] is classes["b"]
+
+
+def test_max_iteration_time_is_positive_seconds(write: Callable[..., Path]) -> None:
+    job = load(write("jobs:\n  q:\n    class: m:C\n    max_iteration_time: 2.5\n")).jobs["q"]
+    assert job.max_iteration_time == 2.5
+    assert load(write("jobs:\n  q:\n    class: m:C\n")).jobs["q"].max_iteration_time is None
+    path = write("jobs:\n  q:\n    class: m:C\n    max_iteration_time: 0\n")
+    assert one_problem(path) == (
+        f"{path}: jobs.q.max_iteration_time: must be a positive number of seconds, got 0"
+    )

@@ -84,6 +84,9 @@ def _slots(info: Mapping[str, Any], stuck_after: float) -> list[dict[str, Any]]:
             continue
         # Measured on the process's own clock, as of its last heartbeat: no clock skew.
         iteration_age = _age(heartbeat_at, _number(entry.get("iteration_started")))
+        # A job's own max_iteration_time, when it sets one, is what "stuck" means for it.
+        limit = _number(entry.get("max_iteration_time"))
+        over = stuck_after if limit is None else limit
         slots.append(
             {
                 "job": parsed[0],
@@ -95,7 +98,10 @@ def _slots(info: Mapping[str, Any], stuck_after: float) -> list[dict[str, Any]]:
                 "records": _integer(entry.get("records")),
                 "lock_losses": _integer(entry.get("lock_losses")),
                 "iteration_age": iteration_age,
-                "stuck": iteration_age is not None and iteration_age > stuck_after,
+                "stuck": iteration_age is not None and iteration_age > over,
+                "max_iteration_time": limit,
+                "overruns": _integer(entry.get("overruns")) or 0,
+                "child_pid": _integer(entry.get("child_pid")),
             }
         )
     return sorted(slots, key=lambda s: (s["job"], s["index"]))

@@ -24,6 +24,7 @@ JOB_KEYS = (
     "takeover_grace",
     "max_workers",
     "worker",
+    "max_iteration_time",
     "iteration_context",
     "placement",
     "weight",
@@ -50,6 +51,9 @@ class JobConfig:
     #: How each slot's iterations run (``runtime/workers/``): ``thread`` or ``asyncio``;
     #: None (not set) picks by the job's class: ``asyncio`` for an AsyncBase, else ``thread``.
     worker: str | None = None
+    #: Seconds after which a running iteration is reported overdue (and, for the process
+    #: kind, its child killed); None: no limit.
+    max_iteration_time: float | None = None
     #: ``module:function`` names of context-manager factories entered around each iteration.
     iteration_context: tuple[str, ...] = ()
     #: Tags a process must have to run this job's slots (``placement.require``).
@@ -157,6 +161,7 @@ def check_job(
         "takeover_grace", lambda v: checks.seconds(v, positive=False), defaults.TAKEOVER_GRACE
     )
     worker = optional("worker", checks.worker_kind, None)
+    limit = optional("max_iteration_time", lambda v: checks.seconds(v, positive=True), None)
     contexts = optional("iteration_context", checks.iteration_context, ())
     weight = optional("weight", checks.weight, defaults.WEIGHT)
     require, prefer = _check_placement(problems, f"{path}.placement", entry.get("placement"))
@@ -200,6 +205,7 @@ def check_job(
         takeover_grace=grace,
         max_workers=max_workers,
         worker=worker,
+        max_iteration_time=limit,
         iteration_context=contexts,
         require=require,
         prefer=prefer,

@@ -220,10 +220,19 @@ class _ProcessCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         manager = self.manager
-        per_job: dict[str, list[int]] = {job_id: [0] * 6 for job_id in manager.job_ids}
+        per_job: dict[str, list[int]] = {job_id: [0] * 8 for job_id in manager.job_ids}
         for (job_id, _index), c in manager.supervisor.counters().items():
-            totals = per_job.setdefault(job_id, [0] * 6)
-            values = (int(c.running), c.iterations, c.records, c.errors, c.lock_losses, c.restarts)
+            totals = per_job.setdefault(job_id, [0] * 8)
+            values = (
+                int(c.running),
+                c.iterations,
+                c.records,
+                c.errors,
+                c.lock_losses,
+                c.restarts,
+                int(c.overdue),
+                c.overruns,
+            )
             for i, value in enumerate(values):
                 totals[i] += value
         families: list[GaugeMetricFamily | CounterMetricFamily] = [
@@ -245,6 +254,16 @@ class _ProcessCollector(Collector):
             CounterMetricFamily(
                 f"{PREFIX}_worker_restarts",
                 "Workers started again after a failure or status_abort().",
+                labels=["job"],
+            ),
+            GaugeMetricFamily(
+                f"{PREFIX}_slots_overdue",
+                "Slots whose running iteration is past the job's max_iteration_time.",
+                labels=["job"],
+            ),
+            CounterMetricFamily(
+                f"{PREFIX}_iteration_overruns",
+                "Iterations that ran longer than max_iteration_time (process kind: killed).",
                 labels=["job"],
             ),
         ]

@@ -374,6 +374,7 @@ class Manager(Controls):
             acquire_timeout=entry.config.lock_acquire_timeout,
             on_iteration=self._observe_iteration if self.observers else None,
             kind=entry.config.worker,
+            max_iteration_time=entry.config.max_iteration_time,
         )
 
     def _lease_lost(self, lease: Lease) -> None:

@@ -30,6 +30,17 @@ class SlotCounters:
     lock_losses: int
     restarts: int
     errors: int
+    #: Iterations that ran longer than the job's ``max_iteration_time``.
+    overruns: int = 0
+    #: A running iteration is longer than ``max_iteration_time`` now.
+    overdue: bool = False
+
+
+def overdue(worker: Worker, now: float) -> bool:
+    """``worker``'s running iteration has gone past its job's ``max_iteration_time`` (on the
+    wall clock ``now``, as ``iteration_started`` is)."""
+    limit, started = worker.spec.max_iteration_time, worker.iteration_started
+    return limit is not None and started is not None and now - started > limit
 
 
 def restart_delay(
@@ -68,6 +79,7 @@ class Supervisor:
         # Metrics: counters of reaped workers and job errors, read by the scrape thread.
         self._counters_lock = kernel.lock()
         self._retired: dict[Slot, tuple[int, int, int]] = {}
+        self._retired_overruns: dict[Slot, int] = {}
         self._errors: dict[Slot, int] = {}
 
     # -- reconciliation ----------------------------------------------------------------------
@@ -189,6 +201,10 @@ class Supervisor:
                     records=worker.records,
                     lock_losses=worker.lock_losses,
                     iteration_started=worker.iteration_started,
+                    max_iteration_time=worker.spec.max_iteration_time,
+                    overdue=overdue(worker, self._kernel.time()),
+                    overruns=self._retired_overruns.get(slot, 0) + worker.overruns,
+                    child_pid=getattr(worker, "child_pid", None),
                 )
             elif slot in self._restart_at:
                 entry["state"] = "backoff"
@@ -208,6 +224,7 @@ class Supervisor:
                 records + worker.records,
                 losses + worker.lock_losses,
             )
+            self._retired_overruns[slot] = self._retired_overruns.get(slot, 0) + worker.overruns
             del self._workers[slot]
 
     def counters(self) -> dict[Slot, SlotCounters]:
@@ -215,6 +232,8 @@ class Supervisor:
         with self._counters_lock:
             workers = dict(self._workers)
             retired = dict(self._retired)
+            overruns = dict(self._retired_overruns)
+        now = self._kernel.time()
         restarts = dict(self.restarts)
         errors = dict(self._errors)
         result = {}
@@ -232,5 +251,7 @@ class Supervisor:
                 lock_losses=losses,
                 restarts=restarts.get(slot, 0),
                 errors=errors.get(slot, 0),
+                overruns=overruns.get(slot, 0) + (worker.overruns if worker is not None else 0),
+                overdue=worker is not None and overdue(worker, now),
             )
         return result

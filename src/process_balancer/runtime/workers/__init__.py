@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 #: kind name -> "module:Class" (imported only when a job uses it).
 KINDS = {
     "asyncio": "process_balancer.runtime.workers.asyncio_worker:AsyncWorker",
+    "process": "process_balancer.runtime.workers.process:ProcessWorker",
     "thread": "process_balancer.runtime.workers.thread:ThreadWorker",
 }
 

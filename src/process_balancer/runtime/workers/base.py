@@ -55,6 +55,8 @@ class WorkerSpec:
     on_iteration: Callable[[str, float], None] | None = None
     #: The worker kind running the slot (the job's ``worker:`` option; None: by its class).
     kind: str | None = None
+    #: Seconds after which a running iteration is overdue (``max_iteration_time``); None: never.
+    max_iteration_time: float | None = None
 
 
 class Worker(abc.ABC):
@@ -100,6 +102,7 @@ class Worker(abc.ABC):
         self.records = 0
         self.lock_losses = 0
         self.skipped = 0
+        self.overruns = 0  # iterations that ran longer than max_iteration_time
         self.succeeded = False
         self.iteration_started: float | None = None
         self.started_at = kernel.time()
@@ -137,8 +140,7 @@ class Worker(abc.ABC):
         """Wait up to ``timeout`` seconds for the slot's loop to end."""
 
     def call(self, method: Callable[..., T], *args: Any) -> T:
-        """Call one of the job's methods; a kind whose jobs run elsewhere (an event loop, a
-        child process) overrides this."""
+        """Call one of the job's methods (a kind whose jobs run elsewhere overrides it)."""
         return method(*args)
 
     def make_job(self) -> Base:
@@ -228,12 +230,15 @@ class Worker(abc.ABC):
                 job.worker_index,
                 lease.lost_reason,
             )
+        took = self._monotonic() - began
+        limit = self.spec.max_iteration_time
+        if limit is not None and took > limit:
+            self.overruns += 1
         if self.spec.on_iteration is not None:
-            self.spec.on_iteration(job.job_id, self._monotonic() - began)
+            self.spec.on_iteration(job.job_id, took)
 
     def _ran_out(self, lease: Lease) -> bool:
-        """The lease was over before the iteration began (frozen right after the grant): a
-        peer may hold the slot with a newer token, so the iteration claims nothing."""
+        """The lease ran out before the iteration began (frozen after the grant): claim nothing."""
         if lease.lost or self._monotonic() >= lease.deadline - lease.margin:
             if not lease.lost:
                 lease.lost = True
@@ -285,9 +290,7 @@ class Worker(abc.ABC):
                 self._unlock_failed(job)
 
     def _unlock_failed(self, job: Base) -> None:
-        logger.exception(
-            "job %s worker %d: unlock_records raised while handling another error", *self.slot
-        )
+        logger.exception("job %s worker %d: unlock_records raised after an error", *self.slot)
 
     def _acquire(self) -> Lease | None:
         return run_plan(self._acquire_plan(), self._wake.wait)
@@ -359,17 +362,15 @@ class Worker(abc.ABC):
 
     def _attempt(self, driver: LockDriver) -> int | None:
         """One try at the lock: its fencing token, or None (busy, or the backend failed)."""
-        spec = self.spec
         try:
             return driver.try_acquire()
         except CorruptStateError as exc:
-            logger.error("job %s worker %d: %s", spec.job_id, spec.worker_index, exc)
+            logger.error("job %s worker %d: %s", *self.slot, exc)
         except BackendError as exc:
             logger.warning(
                 "job %s worker %d: could not reach the backend to take the worker "
                 "lock (%s); retrying",
-                spec.job_id,
-                spec.worker_index,
+                *self.slot,
                 exc,
             )
         return None
