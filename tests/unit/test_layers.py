@@ -115,6 +115,9 @@ def test_each_layer_imports_only_the_layers_below_it() -> None:
     # The simulation drives the product; nothing of the product depends on it.
     for layer in ("errors", "config", "backends", "balancing", "locks", "runtime", "client", "ops"):
         forbidden[layer] = [*forbidden[layer], "testing"]
+    # Framework integrations sit on top: they use the core, nothing of the core uses them.
+    for layer in (*forbidden, "job", "cli", "testing"):
+        forbidden[layer] = [*forbidden.get(layer, []), "contrib"]
     wrong = {
         f"{layer} -> {target}"
         for layer, below in forbidden.items()
@@ -122,6 +125,30 @@ def test_each_layer_imports_only_the_layers_below_it() -> None:
         for target in _reaches(_imports(graph, layer), other)
     }
     assert wrong == set()
+
+
+#: Third-party frameworks only an integration under ``contrib/`` may import (optional extras).
+FRAMEWORKS = {"django", "asgiref"}
+
+
+def test_only_the_integrations_import_a_framework() -> None:
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.relative_to(PACKAGE).parts[0] == "contrib":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            wrong += [
+                f"{path.relative_to(PACKAGE)}:{node.lineno} {name}"
+                for name in names
+                if name.split(".")[0] in FRAMEWORKS
+            ]
+    assert wrong == []
 
 
 #: What the runtime must take from its kernel (runtime/kernel.py), never from the standard

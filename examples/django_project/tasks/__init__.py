@@ -1,0 +1,1 @@
+"""The work queue: a ``Task`` table drained by the ``ProcessTasks`` job."""

@@ -1,0 +1,1 @@
+"""A minimal Django project whose work queue is drained by process-balancer."""
