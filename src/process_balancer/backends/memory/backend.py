@@ -345,14 +345,7 @@ class MemoryBackend(Backend):
         token = token or self.store.token(12)
         previous = None
         with self._group() as (group, now):
-            if (
-                group.incarnation is None
-                or group.server != self.store.run_id
-                or now < group.grants_at + grace
-            ):
-                # No heartbeat reached the store since it lost the group or restarted with an
-                # older copy of it (whose memberships look expired while their processes run),
-                # or a new incarnation waits for the holders of the old one to stop.
+            if group.holds_grants(self.store.run_id, now, grace):
                 return None
             current = group.locks.get(name)
             if (
@@ -371,7 +364,7 @@ class MemoryBackend(Backend):
             fence = max(group.fences.get(name, 0) + 1, int(now * 1_000_000))
             group.fences[name] = fence
             expires_at = now + lock_lifetime(ttl + grace)
-            group.locks[name] = HeldLock(token, fence, group.incarnation, holder, expires_at)
+            group.locks[name] = HeldLock(token, fence, group.incarnation or "", holder, expires_at)
         if previous is not None:
             log_takeover(name, previous)
         return Acquired(token=token, fence=fence)

@@ -115,6 +115,12 @@ class Group:
     #: only takeover_grace after it
     departed: dict[str, float] = field(default_factory=dict)
 
+    def holds_grants(self, run_id: str, now: float, grace: float) -> bool:
+        """No worker lock is granted: no heartbeat reached the store since it lost the group
+        or restarted with an older copy of it (whose memberships look expired while their
+        processes run), or a new incarnation waits for the holders of the old one to stop."""
+        return self.incarnation is None or self.server != run_id or now < self.grants_at + grace
+
     def prune(self, identity: str, now: float, *, trim: bool) -> bool:
         """Remove at most PRUNE_BATCH expired members other than ``identity``, soonest first,
         remembering their deadlines; True if any was removed. The memory is trimmed to the
