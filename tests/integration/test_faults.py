@@ -108,8 +108,11 @@ def test_sigstop_of_a_runner_past_its_lock_ttl(
 ) -> None:
     figures = run("sigstop", setup_for(backend_kind), FAST)
     assert_invariants(figures, takeover=True)
-    # The paused holder was mid-record: it overlapped its successor, and fencing stopped it.
-    assert figures.overlaps >= 1 and figures.refused >= 1, figures.line()
+    # The paused holder's iteration overlapped its successor's (it was frozen inside it). When
+    # the pause caught it in a record, fencing refused the write it made on waking; when it
+    # caught it after its last write (in unlock_records or the release), it wrote nothing
+    # more. Either way no write of it landed among its successor's (unfenced is 0 above).
+    assert figures.overlaps >= 1, figures.line()
 
 
 @pytest.mark.backends("redis")
