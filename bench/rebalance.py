@@ -56,6 +56,13 @@ RECORD_TIME = 0.025
 OWNER_WINDOW = 0.5
 POLL = 0.01
 
+#: The job class of each worker kind (``--worker``).
+JOB_CLASSES = {
+    "thread": "rebalance_jobs:TimedIterationJob",
+    "asyncio": "rebalance_jobs:AsyncTimedIterationJob",
+    "process": "rebalance_jobs:TimedIterationJob",
+}
+
 #: The DESIGN's side-by-side figures for the Ruby gem (6 workers, 2 processes, 0.1 s iterations).
 RUBY = {"join": "6.0 s", "TERM": "4.5 s", "quiet": "never", "SIGKILL": "59.5 s"}
 RUBY_SECONDS = {"join": 6.0, "TERM": 4.5, "SIGKILL": 59.5}
@@ -169,7 +176,12 @@ class Group:
     """The processes of one run, the iteration log they write and the queries over it."""
 
     def __init__(
-        self, client: redis.Redis, url: str, workdir: Path, backend: str | None = None
+        self,
+        client: redis.Redis,
+        url: str,
+        workdir: Path,
+        backend: str | None = None,
+        worker: str = "thread",
     ) -> None:
         self.client = client
         self.namespace = f"pbbench-rebalance-{uuid.uuid4().hex[:10]}"
@@ -188,7 +200,8 @@ class Group:
             "global": {"backend": backend or url, "namespace": self.namespace},
             "jobs": {
                 JOB_ID: {
-                    "class": "rebalance_jobs:TimedIterationJob",
+                    "class": JOB_CLASSES[worker],
+                    "worker": worker,
                     "workers": WORKERS,
                     "records": RECORDS,
                     "record_time": RECORD_TIME,
@@ -402,7 +415,7 @@ def run_once(
     client: redis.Redis, url: str, args: argparse.Namespace, keep: Path | None
 ) -> tuple[list[Event], list[str]]:
     workdir = Path(tempfile.mkdtemp(prefix="pbbench-rebalance-"))
-    group = Group(client, url, workdir, args.backend)
+    group = Group(client, url, workdir, args.backend, args.worker)
     events: list[Event] = []
     notes: list[str] = []
     phases: list[tuple[str, float, Event | None]] = []
@@ -640,6 +653,12 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs of every scenario")
     parser.add_argument(
+        "--worker",
+        choices=sorted(JOB_CLASSES),
+        default="thread",
+        help="the job's worker kind (default thread)",
+    )
+    parser.add_argument(
         "--observe",
         type=float,
         default=4.0,
@@ -663,7 +682,7 @@ def main() -> None:
     client.ping()
     print(
         f"Slot handoff between real processes: job with {WORKERS} workers, iterations of "
-        f"{RECORDS} records x {RECORD_TIME} s, 2 processes, backend "
+        f"{RECORDS} records x {RECORD_TIME} s, 2 processes, worker: {args.worker}, backend "
         f"{redact_url(args.backend or args.redis_url)}"
     )
     print(

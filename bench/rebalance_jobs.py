@@ -7,7 +7,9 @@ held). The benchmark rebuilds from them which process was inside which slot, and
 
 from __future__ import annotations
 
+import asyncio
 import json
+import multiprocessing
 import os
 import time
 import uuid
@@ -18,6 +20,12 @@ import redis
 import process_balancer
 
 _connections: dict[str, redis.Redis] = {}
+
+
+def _runner_pid() -> int:
+    """The ``process-balancer run`` process: the parent when this runs in a worker child
+    (``worker: process``), which the benchmark knows by its pid."""
+    return os.getppid() if multiprocessing.parent_process() is not None else os.getpid()
 
 
 def _client(url: str) -> redis.Redis:
@@ -35,7 +43,7 @@ class TimedIterationJob(process_balancer.Base):
             "it": self._iteration_id,
             "job": self.job_id,
             "slot": self.worker_index,
-            "pid": os.getpid(),
+            "pid": _runner_pid(),
             "t": time.time(),
             "fence": self.fencing_token,
             **extra,
@@ -53,4 +61,23 @@ class TimedIterationJob(process_balancer.Base):
         self._processed += 1
 
     def unlock_records(self) -> None:
+        self._event("end", done=self._processed)
+
+
+class AsyncTimedIterationJob(process_balancer.AsyncBase):
+    """The same iterations as :class:`TimedIterationJob`, for ``worker: asyncio``."""
+
+    _event = TimedIterationJob._event
+
+    async def lock_records(self) -> range:
+        self._iteration_id = uuid.uuid4().hex
+        self._processed = 0
+        self._event("start")
+        return range(int(self.options["records"]))
+
+    async def process_record(self, record: Any) -> None:
+        await asyncio.sleep(float(self.options["record_time"]))
+        self._processed += 1
+
+    async def unlock_records(self) -> None:
         self._event("end", done=self._processed)
