@@ -105,3 +105,35 @@ def test_never_two_runners_on_one_slot_through_joins_quiet_scaling_and_a_kill(
     for proc in (a, c):
         proc.send(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+def test_a_runner_cut_off_mid_iteration_stops_at_a_record_and_runs_unlock_records(
+    kind: str, spawn_behind_proxy, iteration_log
+) -> None:
+    """Given a long iteration, when the runner's link to the backend is blackholed, its
+    lease runs out: the iteration stops at a record boundary before its end and
+    unlock_records runs, and nothing more starts until the link heals."""
+    a, link = spawn_behind_proxy({"q": job(kind, workers=1, records=400, record_time=0.025)}, "a")
+    wait_until(
+        lambda: any(e["ev"] == "start" for e in iteration_log.events()),
+        30,
+        message="a long iteration under way",
+    )
+    time.sleep(0.5)
+    link.blackhole()
+    ends = wait_until(
+        lambda: [e for e in iteration_log.events() if e["ev"] == "end"],
+        15,
+        message="the iteration cut off, with unlock_records",
+    )
+    assert ends[0]["done"] < 400, "the iteration ran to its end"
+    cut_at = time.time()
+    time.sleep(1.0)
+    assert not [e for e in iteration_log.events() if e["ev"] == "start" and e["t"] > cut_at]
+    link.heal()
+    wait_until(
+        lambda: len([e for e in iteration_log.events() if e["ev"] == "start"]) >= 2,
+        30,
+        message="a runs again once healed",
+    )
+    assert a.popen.poll() is None
