@@ -4,6 +4,7 @@ condition variable. The contract it shares with the others is in test_backend_co
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -451,3 +452,19 @@ def test_two_managers_in_one_interpreter_share_the_slots(url: str, tmp_path: Pat
             thread.join(15)
     assert not any(thread.is_alive() for thread in threads)
     assert managers[0].backend.snapshot().members == []
+
+
+def test_a_takeover_of_the_autoscaling_lock_is_logged_as_such(
+    backend: MemoryBackend, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    beat(backend, "a", expiry=1.0)
+    assert backend.lock_acquire("q:autoscale", "a", 30.0) is not None
+    assert backend.lock_acquire("q:0", "a", 30.0) is not None
+    clock.advance(2.0)
+    beat(backend, "b", expiry=30.0)
+    with caplog.at_level(logging.WARNING, logger="process_balancer"):
+        assert backend.lock_acquire("q:autoscale", "b", 30.0) is not None
+        assert backend.lock_acquire("q:0", "b", 30.0) is not None
+    messages = [r.getMessage() for r in caplog.records]
+    assert "autoscaling of job q taken over from a, whose membership has expired" in messages
+    assert "worker lock q:0 taken over from a, whose membership has expired" in messages

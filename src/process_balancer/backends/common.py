@@ -84,11 +84,12 @@ def decode_commands(
 
 
 def log_takeover(name: str, previous: object) -> None:
-    """Say that a worker lock went to a new holder before its TTL ran out: its holder's
-    membership expired, so it is presumed dead (or cut off and about to stop)."""
-    logger.warning(
-        "worker lock %s taken over from %s, whose membership has expired", name, previous
-    )
+    """Say that a worker lock (or a job's autoscaling lock, ``<job>:autoscale``) went to a
+    new holder before its TTL ran out: its holder's membership expired, so it is presumed
+    dead (or cut off and about to stop)."""
+    job, _, part = name.rpartition(":")
+    what = f"autoscaling of job {job}" if part == "autoscale" else f"worker lock {name}"
+    logger.warning("%s taken over from %s, whose membership has expired", what, previous)
 
 
 # -- worker counts -----------------------------------------------------------------------------
