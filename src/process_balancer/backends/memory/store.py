@@ -321,12 +321,25 @@ class MemoryStore:
             self.wiped_at = self.clock()
             self.run_id = self.token(4)
 
-    def listen(self, namespace: str, on_event: Callable[[str], None], stop: StopSignal) -> None:
-        """Call ``on_event`` for each event of ``namespace`` until ``stop`` is set, outside the
-        lock (a handler may call the backend). ``stop`` is checked every 0.1 s."""
+    def subscribe(self, namespace: str) -> list[str]:
+        """A new listener of ``namespace``: the list its events are queued on."""
         pending: list[str] = []
         with self.lock:
             self.listeners[namespace].append(pending)
+        return pending
+
+    def unsubscribe(self, namespace: str, pending: list[str]) -> None:
+        """Forget the listener whose events queue on ``pending``."""
+        with self.lock:
+            # By identity: another listener's pending list may be equal to this one.
+            self.listeners[namespace] = [x for x in self.listeners[namespace] if x is not pending]
+            if not self.listeners[namespace]:
+                del self.listeners[namespace]
+
+    def listen(self, namespace: str, on_event: Callable[[str], None], stop: StopSignal) -> None:
+        """Call ``on_event`` for each event of ``namespace`` until ``stop`` is set, outside the
+        lock (a handler may call the backend). ``stop`` is checked every 0.1 s."""
+        pending = self.subscribe(namespace)
         try:
             on_event("subscribed")
             while not stop.is_set():
@@ -338,13 +351,7 @@ class MemoryStore:
                 for message in messages:
                     on_event(message)
         finally:
-            with self.lock:
-                # By identity: another listener's pending list may be equal to this one.
-                self.listeners[namespace] = [
-                    x for x in self.listeners[namespace] if x is not pending
-                ]
-                if not self.listeners[namespace]:
-                    del self.listeners[namespace]
+            self.unsubscribe(namespace, pending)
 
 
 _registry: dict[str, MemoryStore] = {}

@@ -292,9 +292,8 @@ class SimBackend(Backend):
         store = self.server.store
         sched = self.world.sched
         assert isinstance(store, SimStore)
-        pending: list[str] = []
+        pending = store.subscribe(self.namespace)
         wake = SimEvent(sched)
-        store.listeners[self.namespace].append(pending)
         store.sim_listeners.append(wake)
         try:
             on_event("subscribed")
@@ -312,9 +311,7 @@ class SimBackend(Backend):
                     on_event(message)
         finally:
             store.sim_listeners.remove(wake)
-            listeners = store.listeners.get(self.namespace, [])
-            # By identity: another listener's pending list may be equal to this one.
-            store.listeners[self.namespace] = [x for x in listeners if x is not pending]
+            store.unsubscribe(self.namespace, pending)
 
     def close(self) -> None:
         pass

@@ -13,7 +13,7 @@ from ...runtime.workers.base import ACQUIRE_RETRY_MAX
 from . import scenario as sc
 from .invariants import Violation
 from .network import CALL_TIMEOUT
-from .world import Stop, World
+from .world import Stop, TraceHandler, World
 
 #: Seconds the group gets, past the bound of :func:`settle_bound`, before it is checked.
 FINAL_WINDOW = 3.0
@@ -55,8 +55,6 @@ def settle_bound(backoff: float, clock_set_back: float = 0.0, grace: float = 1.0
 
 @contextlib.contextmanager
 def _captured_logs(world: World) -> Iterator[None]:
-    from .world import TraceHandler
-
     logger = logging.getLogger("process_balancer")
     handler = TraceHandler(world, logging.INFO if world.verbose else logging.WARNING)
     saved = (logger.level, logger.propagate, logger.handlers[:])

@@ -170,7 +170,7 @@ class Scheduler:
 
     def run_until(self, end: float) -> None:
         """Run tasks and timers until simulated time ``end`` (or nothing is left to run)."""
-        ready, timers = self._ready, self._timers
+        timers = self._timers
         while True:
             if self._ready:
                 ready = self._ready
