@@ -97,7 +97,8 @@ def test_a_lost_lock_cancels_the_running_record_and_unlock_records_runs(
     assert first.end - deleted_at < 2.0
     (cancel,) = [e for e in events(iteration_log, "cancel") if e["it"] == first.it]
     assert cancel["record"] == 0
-    assert "lost its worker lock" in a.log()
+    # Logged once the iteration has ended, after unlock_records wrote its "end" event.
+    wait_until(lambda: "lost its worker lock" in a.log(), 5, message="the loss in the log")
     # The next iteration takes the lock afresh with a higher token.
     wait_until(lambda: len(events(iteration_log, "start")) >= 2, 10, message="a new iteration")
     starts = events(iteration_log, "start")
