@@ -51,13 +51,18 @@ def test_each_iteration_runs_in_contract_order(group_config, spawn, iteration_lo
     a.send(signal.SIGTERM)
     assert a.wait(20) == 0
     for slot in (0, 1):
-        # The stop cancels the last iteration's running record (a "cancel" event).
+        # The stop cancels the last iteration's running record (a "cancel" event), or comes
+        # while the next iteration waits for its lock: that one then takes no lock and runs
+        # only before_perform and after_perform.
         kinds = [e["ev"] for e in iteration_log.events() if e["slot"] == slot]
         assert kinds.count("cancel") <= 1 and kinds[-3:] in (
             ["cancel", "end", "after"],
             ["start", "end", "after"],
+            ["after", "before", "after"],
         ), kinds
         kinds = [k for k in kinds if k != "cancel"]
+        if kinds[-3:] == ["after", "before", "after"]:
+            kinds = kinds[:-2]
         assert len(kinds) >= 12 and kinds == ["before", "start", "end", "after"] * (len(kinds) // 4)
         done = [i.done for i in iteration_log.intervals() if i.slot == slot]
         assert all(d == 4 for d in done[:-1]), done
