@@ -53,13 +53,38 @@ class Problem:
     detail: str  # "holds 'x', expected an integer"
     fix: str
     #: which part of the group's state: version, assignment_version, members, traits, info,
-    #: counts, paused, assignment, unplaced, commands, acks
+    #: counts, paused, assignment, unplaced, partitions, commands, acks
     part: str
     item: str | None = None  # the member identity, job id or key within the part
     raw: Any = None  # the value found, for a repair that removes it only if it is unchanged
 
     def __str__(self) -> str:
         return f"{self.where} {self.detail}; {self.fix}"
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A job's worker count as the stored assignment spreads it, and its generation: a
+    number that changes (increases) whenever that count changes, stored with the assignment
+    so that every slot agrees on both."""
+
+    count: int
+    generation: int
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A worker lock of a partitioned job is taken and renewed under its job's generation.
+
+    A lock under a gate is granted only while the stored assignment's generation of
+    ``job_id`` is ``generation``, and a new generation's first grant waits until every lock
+    taken under the job's earlier generation is free (released, expired, of an earlier
+    incarnation or of a holder whose membership ended ``takeover_grace`` ago): the slots of
+    one generation never run beside those of another.
+    """
+
+    job_id: str
+    generation: int
 
 
 @dataclass(frozen=True)
@@ -81,6 +106,9 @@ class HeartbeatResult:
     server_time: float | None = None
     #: why a new incarnation began with this heartbeat ("" when it did not)
     new_incarnation: str = ""
+    #: every job's count and generation as the stored assignment has them, whenever
+    #: ``slots`` is given (None with it)
+    partitions: dict[str, Partition] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +131,8 @@ class GroupSnapshot:
     unplaced: dict[str, list[int]]
     #: the backend's clock when the snapshot was read (seconds since the epoch), if it has one
     now: float | None = None
+    #: each job's count and generation, stored with the assignment
+    partitions: dict[str, Partition] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -224,8 +254,11 @@ class Backend(abc.ABC):
         version: int,
         slots: Mapping[str, Mapping[str, tuple[int, ...]]],
         unplaced: Mapping[str, tuple[int, ...]],
+        partitions: Mapping[str, Partition] | None = None,
     ) -> bool:
-        """Store an assignment computed from state ``version`` if that is still current."""
+        """Store an assignment computed from state ``version`` if that is still current,
+        with every job's count and generation (``partitions``; None stores none), in one
+        atomic step: heartbeats return them with the slots, gated locks check them."""
 
     @abc.abstractmethod
     def inspect(self) -> Inspection:
@@ -237,7 +270,8 @@ class Backend(abc.ABC):
         """Rebuild the group's derived state from what can be read, in one atomic step.
 
         Unreadable members (or their traits and info) are dropped, live processes re-add
-        themselves at their next heartbeat; the assignment and unplaced slots are cleared; the
+        themselves at their next heartbeat; the assignment and unplaced slots are cleared
+        (readable partitions are kept, so generations keep increasing); the
         version is moved past any value it had, so every process recomputes. Readable counts
         and pauses are kept, unreadable ones removed. Worker locks and fencing counters are
         never touched. Without ``apply`` nothing is written: the report says what would be.
@@ -315,7 +349,14 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def lock_acquire(
-        self, name: str, holder: str, ttl: float, *, grace: float = 0.0, token: str | None = None
+        self,
+        name: str,
+        holder: str,
+        ttl: float,
+        *,
+        grace: float = 0.0,
+        token: str | None = None,
+        gate: Gate | None = None,
     ) -> Acquired | None:
         """Take lock ``name`` for ``holder`` for ``ttl`` seconds.
 
@@ -327,15 +368,30 @@ class Backend(abc.ABC):
         that restarted empty or went back to an older state (it is at least the backend's
         clock in microseconds).
 
+        A holder written ``member#instance`` is one run of process ``member`` (a stable
+        identity): its membership is ``member``'s, and only the very same text counts as
+        "``holder`` itself".
+
         ``token`` is the lock's token (a random one when None): a caller that chose it can
         release the lock with it when the answer was lost and it does not know whether the
         lock was taken.
+
+        ``gate``: the lock is taken under a partitioned job's generation (see :class:`Gate`),
+        checked in the same atomic step: refused unless the stored partitions give
+        ``gate.job_id`` that generation, and, for the first lock of a new generation, unless
+        every lock taken under the job's earlier generation is free as above (a lock naming
+        ``holder`` itself counts as held there). An unreadable gate record is replaced by
+        one that grants nothing for ``ttl`` plus ``grace``, so every holder of the old one
+        has stopped (it cannot renew) before a generation starts again.
         """
 
     @abc.abstractmethod
-    def lock_renew(self, name: str, token: str, ttl: float, *, grace: float = 0.0) -> bool:
+    def lock_renew(
+        self, name: str, token: str, ttl: float, *, grace: float = 0.0, gate: Gate | None = None
+    ) -> bool:
         """Extend the lock to ``ttl`` (plus ``grace``, as at acquisition) if ``token`` still
-        holds it in the group's current incarnation; False means it is lost."""
+        holds it in the group's current incarnation; False means it is lost. With ``gate``,
+        also only while the job's gate is still at ``gate.generation`` with this lock in it."""
 
     @abc.abstractmethod
     def lock_release(self, name: str, token: str) -> bool:

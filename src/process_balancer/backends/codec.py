@@ -26,6 +26,7 @@ from .base import (
     CorruptStateError,
     GroupSnapshot,
     MemberState,
+    Partition,
     Problem,
 )
 
@@ -145,6 +146,41 @@ def parse_slots(raw: Any, where: str) -> dict[str, tuple[int, ...]]:
     return slots
 
 
+def _partitions(raw: Any, where: str) -> tuple[dict[str, Partition], Problem | None]:
+    data, problem = _dict(raw, where, "partitions", None)
+    if problem is not None:
+        return {}, problem
+    partitions: dict[str, Partition] = {}
+    for job_id, entry in data.items():
+        count = generation = None
+        if isinstance(entry, list) and len(entry) == 2:
+            count, generation = count_value(entry[0]), version_value(entry[1])
+        if count is None or generation is None or generation < 1 or isinstance(entry[1], str):
+            detail = (
+                f"gives {shown(entry)} for job {job_id!r}, not [count, generation] (an "
+                f"integer from 0 to {MAX_WORKERS_HARD_LIMIT} and one from 1)"
+            )
+            return {}, Problem(where, detail, REPAIR_HINT, "partitions", None, raw)
+        partitions[job_id] = Partition(count, generation)
+    return partitions, None
+
+
+def parse_partitions(raw: Any, where: str) -> dict[str, Partition]:
+    """Stored partitions ``{job: [count, generation]}`` (None: none stored); anything else
+    is a CorruptStateError naming ``where``."""
+    if raw is None:
+        return {}
+    partitions, problem = _partitions(raw, where)
+    if problem is not None:
+        raise CorruptStateError(str(problem))
+    return partitions
+
+
+def dump_partitions(partitions: Any) -> str:
+    """Partitions as stored: ``{job: [count, generation]}`` as compact JSON."""
+    return dumps({job: [p.count, p.generation] for job, p in (partitions or {}).items()})
+
+
 class _Once:
     """Log each problem once per process (until it changes), not at every rebalance."""
 
@@ -191,6 +227,8 @@ class RawGroup:
     paused: list[tuple[str, Any, str]] = field(default_factory=list)
     assignment: list[tuple[str, Any, str]] = field(default_factory=list)  # identity, value, where
     unplaced: tuple[str, Any] = ("", None)
+    #: (where, stored JSON ``{job: [count, generation]}``); None: never written
+    partitions: tuple[str, Any] = ("", None)
     #: found while reading (a Redis key holding another type than expected)
     problems: list[Problem] = field(default_factory=list)
 
@@ -215,7 +253,7 @@ def _version(entry: tuple[str, Any], part: str, problems: list[Problem]) -> int:
     return value
 
 
-_SOFT_KEYS = ("counts", "paused", "assignment", "unplaced")
+_SOFT_KEYS = ("counts", "paused", "assignment", "unplaced", "partitions")
 
 
 def decode_group(raw: RawGroup, *, lenient: bool) -> Decoded:
@@ -291,6 +329,12 @@ def decode_group(raw: RawGroup, *, lenient: bool) -> Decoded:
         if problem is not None:
             soft.append(problem)
         unplaced = {job: list(indexes) for job, indexes in parsed.items()}
+    partitions_where, partitions_raw = raw.partitions
+    partitions: dict[str, Partition] = {}
+    if partitions_raw is not None:
+        partitions, problem = _partitions(partitions_raw, partitions_where)
+        if problem is not None:
+            soft.append(problem)
     if not lenient:
         if hard:
             raise CorruptStateError(_joined(hard))
@@ -304,6 +348,7 @@ def decode_group(raw: RawGroup, *, lenient: bool) -> Decoded:
         assignment=assignment,
         unplaced=unplaced,
         now=raw.now,
+        partitions=partitions,
     )
     return Decoded(snapshot, paused, hard + soft)
 

@@ -83,6 +83,12 @@ def decode_commands(
 # -- worker locks ------------------------------------------------------------------------------
 
 
+def member_of(holder: str) -> str:
+    """The member a lock holder belongs to: ``member#instance`` (one run of a process with a
+    stable identity) is ``member``'s; any other holder is the member itself."""
+    return holder.partition("#")[0]
+
+
 def log_takeover(name: str, previous: object) -> None:
     """Say that a worker lock (or a job's autoscaling lock, ``<job>:autoscale``) went to a
     new holder before its TTL ran out: its holder's membership expired, so it is presumed

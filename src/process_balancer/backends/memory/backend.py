@@ -22,29 +22,28 @@ from typing import Any
 
 from ...config.defaults import MAX_WORKERS
 from ..base import (
-    Acquired,
     Backend,
     BackendError,
     GroupSnapshot,
     HeartbeatResult,
     Inspection,
+    Partition,
     RepairReport,
     StopSignal,
 )
-from ..codec import decode_group, integer
+from ..codec import decode_group, dump_partitions, integer, parse_partitions
 from ..codec import dumps as _dumps
 from ..codec import parse_slots as _parse_slots
 from ..common import (
     ACK_TTL,
     COMMAND_TTL,
     decode_commands,
-    lock_lifetime,
-    log_takeover,
     readable_pauses,
     runtime_count,
     unplaced_slots,
 )
-from .store import Clock, Group, HeldLock, ManualClock, MemoryStore, is_time, open_store, wipe
+from .locks import MemoryLocks
+from .store import Clock, Group, ManualClock, MemoryStore, is_time, open_store, wipe
 
 __all__ = ["ManualClock", "MemoryBackend", "store_name", "wipe"]
 
@@ -57,7 +56,7 @@ def store_name(url: str) -> str:
     return rest.rstrip("/") or "default"
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(MemoryLocks, Backend):
     """Shared group state in a :class:`~.store.MemoryStore` of this Python process.
 
     ``clock`` (seconds since the epoch, ``time.time`` by default) belongs to the store: the
@@ -151,16 +150,18 @@ class MemoryBackend(Backend):
             if changed:
                 version = self._bump(group)
             av = integer(group.assignment_version, self._where("assignment_version"))
-            slots_raw = None
+            slots_raw = partitions_raw = None
             if av != seen_assignment_version:
                 slots_raw = group.assignment.get(identity, "{}")
+                partitions_raw = group.partitions
             queued = group.commands.pop(identity, [])
             # The soonest deadline of another member: the caller wakes then to prune it.
             others = [d for m, d in group.members.items() if m != identity and is_time(d)]
             incarnation = group.incarnation
-        slots = None
+        slots = partitions = None
         if slots_raw is not None:
             slots = _parse_slots(slots_raw, self._where("assignment", identity))
+            partitions = parse_partitions(partitions_raw, self._where("partitions"))
         return HeartbeatResult(
             joined=joined,
             changed=changed,
@@ -174,6 +175,7 @@ class MemoryBackend(Backend):
             incarnation=incarnation,
             server_time=now,
             new_incarnation=why,
+            partitions=partitions,
         )
 
     def _why_new(
@@ -239,6 +241,7 @@ class MemoryBackend(Backend):
         version: int,
         slots: Mapping[str, Mapping[str, tuple[int, ...]]],
         unplaced: Mapping[str, tuple[int, ...]],
+        partitions: Mapping[str, Partition] | None = None,
     ) -> bool:
         rows = {
             identity: _dumps({job: list(idx) for job, idx in slots[identity].items()})
@@ -252,6 +255,7 @@ class MemoryBackend(Backend):
                 return False
             group.assignment = rows
             group.unplaced = _dumps({job: list(idx) for job, idx in unplaced.items()})
+            group.partitions = dump_partitions(partitions)
             group.assignment_version = version
             self.store.publish(self.namespace, "assignment")
         return True
@@ -336,57 +340,6 @@ class MemoryBackend(Backend):
         with self._group() as (group, now):
             expires_at, acks = group.acks.get(command_id, (0.0, {}))
             return dict(acks) if expires_at > now else {}
-
-    # -- worker locks ------------------------------------------------------------------------
-
-    def lock_acquire(
-        self, name: str, holder: str, ttl: float, *, grace: float = 0.0, token: str | None = None
-    ) -> Acquired | None:
-        token = token or self.store.token(12)
-        previous = None
-        with self._group() as (group, now):
-            if group.holds_grants(self.store.run_id, now, grace):
-                return None
-            current = group.locks.get(name)
-            if (
-                current is not None
-                and current.expires_at > now
-                and current.holder != holder
-                and current.incarnation == group.incarnation
-            ):
-                # The lock names its holder: a crashed holder's lock is free takeover_grace
-                # after its membership expired, not after the lock's whole TTL.
-                deadline = group.members.get(current.holder, group.departed.get(current.holder))
-                if is_time(deadline) and deadline + grace > now:
-                    return None
-                previous = current.holder
-            # At least the clock in microseconds: tokens keep increasing across a wipe.
-            fence = max(group.fences.get(name, 0) + 1, int(now * 1_000_000))
-            group.fences[name] = fence
-            expires_at = now + lock_lifetime(ttl + grace)
-            group.locks[name] = HeldLock(token, fence, group.incarnation or "", holder, expires_at)
-        if previous is not None:
-            log_takeover(name, previous)
-        return Acquired(token=token, fence=fence)
-
-    def lock_renew(self, name: str, token: str, ttl: float, *, grace: float = 0.0) -> bool:
-        with self._group() as (group, now):
-            lock = group.locks.get(name)
-            if lock is None or lock.expires_at <= now or lock.token != token:
-                return False
-            if lock.incarnation != group.incarnation:
-                return False  # a lock of an earlier incarnation is never renewed
-            lock.expires_at = now + lock_lifetime(ttl + grace)
-            return True
-
-    def lock_release(self, name: str, token: str) -> bool:
-        with self._group() as (group, now):
-            lock = group.locks.get(name)
-            if lock is None or lock.expires_at <= now or lock.token != token:
-                return False
-            del group.locks[name]  # its fence stays in group.fences
-            self.store.publish(self.namespace, f"released {name}")
-            return True
 
     # -- notifications -----------------------------------------------------------------------
 

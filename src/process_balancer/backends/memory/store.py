@@ -26,6 +26,7 @@ from typing import Any, TypeGuard
 from ..base import PRUNE_BATCH, StopSignal
 from ..codec import Decoded, RawGroup, RawMember, version_value
 from ..counts import count_to_pause, count_to_resume, count_to_set
+from .clock import ManualClock as ManualClock
 
 #: A clock returning seconds since the epoch, like ``time.time``.
 Clock = Callable[[], float]
@@ -40,37 +41,6 @@ EVENTS_KEPT = 1000
 def is_time(raw: object) -> TypeGuard[float]:
     """Whether a stored deadline is a time (a test may plant anything)."""
     return isinstance(raw, (int, float)) and not isinstance(raw, bool)
-
-
-class ManualClock:
-    """A clock that moves only when told to, for tests: pass it as ``clock=`` and expire
-    memberships and locks with :meth:`advance` instead of sleeping.
-
-    A Manager heartbeating on it compares it with its own monotonic clock, as it does a
-    server's: moved more than 0.5 s (the clock watch's tolerance) past the time that really
-    passed between two heartbeats, it is a forward step and begins a new incarnation; standing
-    still longer than that is a backward step, which is only logged.
-    """
-
-    def __init__(self, start: float | None = None) -> None:
-        """Start at ``start``, else at the wall clock's time, so that times read off it
-        (``snapshot().now``, deadlines) compare sensibly with ``time.time()``."""
-        self._now = time.time() if start is None else float(start)
-        self._mutex = threading.Lock()
-
-    def __call__(self) -> float:
-        return self._now
-
-    def advance(self, seconds: float) -> float:
-        """Move the clock ``seconds`` forward (backward if negative); returns the new time."""
-        with self._mutex:
-            self._now += seconds
-            return self._now
-
-    def set(self, now: float) -> None:
-        """Put the clock at ``now`` (seconds since the epoch)."""
-        with self._mutex:
-            self._now = float(now)
 
 
 @dataclass
@@ -95,6 +65,10 @@ class Group:
     info: dict[str, Any] = field(default_factory=dict)
     assignment: dict[str, Any] = field(default_factory=dict)  # identity -> JSON slots
     unplaced: Any = None  # JSON slots, None until an assignment is written
+    partitions: Any = None  # JSON {job: [count, generation]}, written with the assignment
+    #: job -> its gates.GateRecord (anything else is unreadable, as a Redis key of another
+    #: type)
+    gates: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
     paused: dict[str, Any] = field(default_factory=dict)  # job -> count it resumes to
     #: identity -> [(expires_at, JSON command)], in the order they were sent
@@ -147,6 +121,7 @@ class Group:
             version=(where("version"), self.version),
             assignment_version=(where("assignment_version"), self.assignment_version),
             unplaced=(where("unplaced"), self.unplaced),
+            partitions=(where("partitions"), self.partitions),
         )
         # Live members in deadline order; a deadline that is not a time is read (and named by
         # the decoding) rather than hidden, as SQLite does.
@@ -195,6 +170,13 @@ class Group:
                 actions.append(f"{problem.where}: removed ({problem.detail})")
                 if apply:
                     getattr(self, problem.part).pop(item, None)
+            elif problem.part == "partitions":
+                actions.append(
+                    f"{problem.where}: removed ({problem.detail}); the next assignment starts "
+                    "each job at a new generation"
+                )
+                if apply:
+                    self.partitions = None
         actions.append(
             f"{where('assignment')}, {where('unplaced')}: cleared; the group computes a new "
             "assignment"
