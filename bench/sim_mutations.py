@@ -111,6 +111,22 @@ MUTATIONS = [
         "                or group.server != self.store.run_id\n",
         "",
     ),
+    Mutation(
+        "no-generation-gate",
+        "a partitioned job's lock is taken without its generation gate: the slots of a new "
+        "count may start while those of the old one still run",
+        "locks/simple_redis.py",
+        "                gate=self.gate,\n",
+        "                gate=None,\n",
+    ),
+    Mutation(
+        "gate-opens-early",
+        "the backend moves a partitioned job's gate to a new generation without waiting for "
+        "the locks of the old one",
+        "backends/memory/locks.py",
+        "    if not all(lock_is_free(group, name, now, grace) for name in record.names):",
+        "    if False:",
+    ),
 ]
 
 RUNNER = """

@@ -62,6 +62,12 @@ class Base:
     #: ``unlock_records``. The job's ``iteration_context`` option adds more after these.
     iteration_context: ClassVar[Sequence[IterationContext]] = ()
 
+    #: A change of the job's worker count is a barrier (the job's ``partitioned`` option
+    #: overrides it): every slot of the old count stops (``unlock_records`` has run, its
+    #: lock is released) before any slot of the new count starts, so a job that splits its
+    #: work as ``key % worker_count == worker_index`` never has two slots on one key.
+    partitioned: ClassVar[bool] = False
+
     def __init__(
         self,
         *,
@@ -75,6 +81,11 @@ class Base:
         self.worker_index = worker_index
         self.options: dict[str, Any] = dict(options or {})
         self.fencing_token: int | None = None
+        #: The count of the job's slots and its generation, a number that increases
+        #: whenever that count changes; set before every iteration that holds the lock.
+        #: For a partitioned job no slot runs under another generation than the current one.
+        self.worker_count: int | None = None
+        self.generation: int | None = None
         self._control = control if control is not None else JobControl(stop_event)
 
     # -- the contract ------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from fractions import Fraction
 from typing import TypeGuard
 
-from ..backends.base import SCALE_HINT, Backend, GroupSnapshot, MemberState
+from ..backends.base import SCALE_HINT, Backend, GroupSnapshot, MemberState, Partition
 from ..backends.codec import report_once, shown
 from ..config.defaults import MAX_WORKERS_HARD_LIMIT
 from .assign import Assignment, Member, assign
@@ -167,19 +167,50 @@ def compute(snapshot: GroupSnapshot, members: list[Member] | None = None) -> Ass
     )
 
 
-def rebalance(backend: Backend) -> tuple[int, Assignment] | None:
+def next_partitions(snapshot: GroupSnapshot, counts: Mapping[str, int]) -> dict[str, Partition]:
+    """Each job's count and generation for the next assignment: the stored generation while
+    the count is unchanged, the next one when it changed. A job met for the first time (or
+    after its stored entry was lost) starts past every generation it may have had: at the
+    backend's clock in milliseconds, so no process mistakes a new generation for an old one.
+    Jobs no member counts any more keep their entry, so a job that comes back goes on from
+    its last generation."""
+    stored = snapshot.partitions
+    start = int(snapshot.now * 1000) if snapshot.now is not None else 1
+    result = dict(stored)
+    for job_id, count in sorted(counts.items()):
+        previous = stored.get(job_id)
+        if previous is None:
+            result[job_id] = Partition(count, max(1, start))
+        elif previous.count != count:
+            result[job_id] = Partition(count, previous.generation + 1)
+    return result
+
+
+def rebalance(backend: Backend) -> tuple[int, Assignment, dict[str, Partition]] | None:
     """Store the assignment for the current state if none is stored for it yet.
 
-    Returns (version, assignment) when this call wrote it, None when it was current already
-    or another process wrote it first (both compute the same result from the same state).
+    Returns (version, assignment, partitions) when this call wrote it, None when it was
+    current already or another process wrote it first (both compute the same result from
+    the same state).
     """
     snapshot = backend.snapshot()
     if snapshot.version == snapshot.assignment_version:
         return None
     members = [member_from_state(m) for m in snapshot.members]
     result = compute(snapshot, members)
-    if not backend.write_assignment(snapshot.version, result.slots, result.unplaced):
+    partitions = next_partitions(snapshot, effective_counts(snapshot))
+    if not backend.write_assignment(snapshot.version, result.slots, result.unplaced, partitions):
         return None
+    for job_id, partition in sorted(partitions.items()):
+        before = snapshot.partitions.get(job_id)
+        if before is not None and before != partition:
+            logger.info(
+                "job %s: count %d -> %d, generation %d",
+                job_id,
+                before.count,
+                partition.count,
+                partition.generation,
+            )
     rules = job_placements(snapshot.members)
     for job_id, indexes in sorted(result.unplaced.items()):
         reason = unplaced_reason(job_id, members, rules.get(job_id, ANYWHERE))
@@ -194,4 +225,4 @@ def rebalance(backend: Backend) -> tuple[int, Assignment] | None:
             list(indexes),
             reason.message,
         )
-    return snapshot.version, result
+    return snapshot.version, result, partitions

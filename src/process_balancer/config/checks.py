@@ -140,6 +140,12 @@ def backend(value: object) -> str:
     return value
 
 
+def boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(f"must be true or false, got {show(value)}")
+    return value
+
+
 def worker_kind(value: object) -> str:
     from ..runtime.workers import KINDS
 

@@ -29,6 +29,7 @@ JOB_KEYS = (
     "placement",
     "weight",
     "autoscale",
+    "partitioned",
 )
 #: Keys of a job's ``placement:`` mapping.
 PLACEMENT_KEYS = ("require", "prefer")
@@ -64,6 +65,9 @@ class JobConfig:
     weight: float = defaults.WEIGHT
     #: The bounds and pace of the count ``desired_workers()`` sets; None: not autoscaled.
     autoscale: AutoscaleConfig | None = None
+    #: A change of the count is a barrier between generations; None: as the job's class
+    #: says (its ``partitioned`` attribute).
+    partitioned: bool | None = None
 
 
 def placement_traits(jobs: Mapping[str, JobConfig]) -> dict[str, dict[str, Any]]:
@@ -164,6 +168,7 @@ def check_job(
     limit = optional("max_iteration_time", lambda v: checks.seconds(v, positive=True), None)
     contexts = optional("iteration_context", checks.iteration_context, ())
     weight = optional("weight", checks.weight, defaults.WEIGHT)
+    partitioned = optional("partitioned", checks.boolean, None)
     require, prefer = _check_placement(problems, f"{path}.placement", entry.get("placement"))
     max_workers, max_origin = global_max
     if "max_workers" in entry:
@@ -211,4 +216,5 @@ def check_job(
         prefer=prefer,
         weight=weight,
         autoscale=autoscale,
+        partitioned=partitioned,
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from ..backends.base import Backend
+    from ..backends.base import Backend, Gate
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,16 @@ class LockDriver(abc.ABC):
 
     #: Seconds the lock survives without a renewal; None if it never expires on its own.
     ttl: float | None
+    #: The driver takes and renews its lock under :attr:`gate` (a partitioned job's
+    #: generation, see :class:`~process_balancer.backends.Gate`); a job with
+    #: ``partitioned: true`` needs such a driver.
+    supports_gate: ClassVar[bool] = False
 
     def __init__(self, context: LockContext) -> None:
         self.context = context
         self.ttl = context.ttl
+        #: Set by the runner before each attempt for a partitioned job (None otherwise).
+        self.gate: Gate | None = None
 
     @property
     def renew_interval(self) -> float | None:

@@ -19,6 +19,8 @@ class SimpleRedisLock(LockDriver):
     acquisition) lets a job's own writes reject a holder that was paused past that point.
     """
 
+    supports_gate = True
+
     def __init__(self, context: LockContext) -> None:
         super().__init__(context)
         self._token: str | None = None
@@ -30,7 +32,12 @@ class SimpleRedisLock(LockDriver):
         token = secrets.token_hex(12)
         try:
             acquired = context.backend.lock_acquire(
-                context.name, context.holder, context.ttl, grace=context.grace, token=token
+                context.name,
+                context.holder,
+                context.ttl,
+                grace=context.grace,
+                token=token,
+                gate=self.gate,
             )
         except BackendError:
             self._unsure = token
@@ -46,7 +53,7 @@ class SimpleRedisLock(LockDriver):
             return False
         context = self.context
         return context.backend.lock_renew(
-            context.name, self._token, context.ttl, grace=context.grace
+            context.name, self._token, context.ttl, grace=context.grace, gate=self.gate
         )
 
     def release(self) -> None:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..backends.base import Backend, BackendError, CorruptStateError
+from ..backends.base import Backend, BackendError, CorruptStateError, Partition
 from ..balancing.rebalance import rebalance
 from ..config.schema import JobConfig, Settings
 from ..job import Base
@@ -64,6 +64,12 @@ class Manager(Controls):
         }
         for job_id, driver in self._drivers.items():
             driver.check(job_id, self.jobs[job_id].config.options, backend)
+            if self._partitioned(job_id) and not driver.supports_gate:
+                raise ValueError(
+                    f"job {job_id!r} is partitioned, which needs a lock driver that takes its "
+                    f"lock under the job's generation; {driver.__name__} does not: use "
+                    "lock_driver 'simple_redis' (the default) or set partitioned: false"
+                )
         self._handle_signals = handle_signals
         self._wake = kernel.event()
         self._listener_stop = kernel.event()
@@ -75,6 +81,8 @@ class Manager(Controls):
         self._joined_once = False
         self._seen_assignment_version = -1
         self._slots: dict[str, tuple[int, ...]] = {}
+        #: Every job's count and generation, as the stored assignment has them.
+        self._partitions: dict[str, Partition] = {}
         self._stale_since: float | None = None
         #: The group's incarnation and the highest state version seen in it: reported with
         #: every heartbeat so that a backend that lost or rolled back the state is noticed.
@@ -294,6 +302,7 @@ class Manager(Controls):
             self._command(command)
         if result.slots is not None:
             self._slots = result.slots
+            self._partitions = result.partitions or {}
             self._seen_assignment_version = result.assignment_version
         if result.version != result.assignment_version:
             now = self._monotonic()
@@ -322,6 +331,7 @@ class Manager(Controls):
             if self._quiet
             else ("slot moved to another process")
         )
+        self.supervisor.set_partitions(self._partitions)
         return self.supervisor.reconcile(desired, why_stop=why), result.next_expiry
 
     def _rebalance(self) -> None:
@@ -331,8 +341,9 @@ class Manager(Controls):
             logger.error("cannot rebalance: %s", exc)
             return
         if written is not None:
-            version, assignment = written
+            version, assignment, partitions = written
             self._slots = dict(assignment.for_member(self.identity))
+            self._partitions = partitions
             self._seen_assignment_version = version
             self._stale_since = None
             logger.info("assignment %d stored; this process runs %s", version, self._slots)
@@ -375,7 +386,13 @@ class Manager(Controls):
             on_iteration=self._observe_iteration if self.observers else None,
             kind=entry.config.worker,
             max_iteration_time=entry.config.max_iteration_time,
+            partitioned=self._partitioned(job_id),
         )
+
+    def _partitioned(self, job_id: str) -> bool:
+        entry = self.jobs[job_id]
+        chosen = entry.config.partitioned
+        return bool(entry.job_class.partitioned) if chosen is None else chosen
 
     def _lease_lost(self, lease: Lease) -> None:
         logger.warning(

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..backends.base import Partition
 from ..config import defaults
 from .kernel import SYSTEM, Kernel
 from .leases import LeaseKeeper
@@ -70,6 +71,7 @@ class Supervisor:
         self._notifier = notifier
         self._wake = wake
         self._workers: dict[Slot, Worker] = {}
+        self._partitions: dict[str, Partition] = {}
         #: What workers of one kind share (the asyncio kind's event loop), closed at exit.
         self.shared = SharedResources(kernel)
         self._failures: dict[Slot, int] = {}
@@ -110,6 +112,13 @@ class Supervisor:
                 del self._restart_at[slot]
         return next_due
 
+    def set_partitions(self, partitions: dict[str, Partition]) -> None:
+        """Every job's count and generation from the assignment, told to the running
+        workers (a partitioned job's running iteration of an older generation is cut)."""
+        self._partitions = partitions
+        for (job_id, _), worker in self._workers.items():
+            worker.set_partition(partitions.get(job_id))
+
     def _start(self, slot: Slot) -> None:
         spec = self._make_spec(*slot)
         worker_type = worker_class(kind_for(spec.job_class, spec.kind))
@@ -121,6 +130,7 @@ class Supervisor:
             kernel=self._kernel,
             shared=self.shared,
         )
+        worker.set_partition(self._partitions.get(slot[0]))
         self._workers[slot] = worker
         logger.info("starting job %s worker %d", slot[0], slot[1])
         worker.start()

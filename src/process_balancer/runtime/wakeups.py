@@ -26,7 +26,13 @@ class Notifier:
                     del self._waiters[name]
 
     def notify(self, name: str) -> None:
+        """Wake the waiters of ``name``; for ``released <job>:<index>`` also those of every
+        lock of the job (``released <job>:*``: a partitioned slot waits for its job's old
+        generation to end)."""
+        job, colon, _ = name.rpartition(":")
         with self._mutex:
             waiters = list(self._waiters.get(name, ()))
+            if colon and name.startswith("released "):
+                waiters += self._waiters.get(f"{job}:*", ())
         for event in waiters:
             event.set()

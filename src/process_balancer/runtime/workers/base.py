@@ -15,15 +15,16 @@ import abc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, ClassVar, TypeVar
 
-from ...backends.base import BackendError, CorruptStateError
+from ...backends.base import BackendError, CorruptStateError, Partition
 from ...job import Base, IterationContext, JobControl
 from ...locks.base import LockContext, LockDriver
 from ..kernel import SYSTEM, Kernel
 from ..leases import Lease, LeaseKeeper
 from ..wakeups import Notifier
+from .acquire import ACQUIRE_RETRY_MAX as ACQUIRE_RETRY_MAX
+from .acquire import acquire_plan
 from .contexts import enter_all, iteration_contexts
 from .plan import Plan, run_plan
 from .shared import SharedResources
@@ -31,13 +32,6 @@ from .shared import SharedResources
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: First and largest pause between two attempts to take a busy worker lock. A release
-#: notification ends the pause early; a dead holder's lock sends none (it becomes free
-#: takeover_grace after the holder's deadline), so the largest pause is what a takeover can
-#: overshoot by: kept short, at the cost of a few more attempts during that wait.
-ACQUIRE_RETRY_MIN = 0.02
-ACQUIRE_RETRY_MAX = 0.2
 
 
 @dataclass(frozen=True)
@@ -57,6 +51,9 @@ class WorkerSpec:
     kind: str | None = None
     #: Seconds after which a running iteration is overdue (``max_iteration_time``); None: never.
     max_iteration_time: float | None = None
+    #: A change of the job's count is a barrier (``partitioned``): the lock is taken under
+    #: the job's generation, and a new generation cuts the running iteration.
+    partitioned: bool = False
 
 
 class Worker(abc.ABC):
@@ -109,6 +106,10 @@ class Worker(abc.ABC):
         #: What the job tells this worker (sleep, abort) and may read of it (lease left).
         self.control = JobControl(self._stop_event)
         self._contexts: list[IterationContext] = []
+        #: The job's count and generation as this process last heard them (set by the
+        #: supervisor), and those the running (or last) iteration was granted under.
+        self.partition: Partition | None = None
+        self.granted: Partition | None = None
 
     @property
     def slot(self) -> tuple[str, int]:
@@ -130,6 +131,18 @@ class Worker(abc.ABC):
     @property
     def stopping(self) -> bool:
         return self._stop_event.is_set()
+
+    def set_partition(self, partition: Partition | None) -> None:
+        """The job's count or generation changed: the next iteration runs by the new ones. A
+        partitioned job's running iteration, granted under another generation, is cut at
+        the next record boundary (its lock is released, then taken under the new one)."""
+        if partition == self.partition:
+            return
+        self.partition = partition
+        if self.spec.partitioned:
+            if self._lease is not None and self.granted != partition:
+                self._cut = True
+            self._wake.set()
 
     @abc.abstractmethod
     def is_alive(self) -> bool:
@@ -210,6 +223,8 @@ class Worker(abc.ABC):
     def _begin(self, job: Base, lease: Lease) -> float:
         """The lock is held: tell the job its token and lease; returns the start time."""
         job.fencing_token = lease.fence
+        if self.granted is not None:
+            job.worker_count, job.generation = self.granted.count, self.granted.generation
         self.control.lease_remaining = lease.remaining
         self.iteration_started = self.kernel.time()
         return self._monotonic()
@@ -296,69 +311,7 @@ class Worker(abc.ABC):
         return run_plan(self._acquire_plan(), self._wake.wait)
 
     def _acquire_plan(self) -> Plan[Lease | None]:
-        """Take the worker lock, retrying with jittered backoff until ``acquire_timeout``;
-        None when the iteration is to be skipped (busy, or the worker is stopping)."""
-        spec = self.spec
-        driver = spec.driver_class(spec.lock_context)
-        hint = driver.wait_hint()
-        deadline = self._monotonic() + spec.acquire_timeout
-        delay = ACQUIRE_RETRY_MIN
-        if hint is not None:
-            self._notifier.subscribe(hint, self._wake)
-        held = False
-        result: Lease | None = None
-        try:
-            while not self._halt:
-                self._wake.clear()
-                if not self._keeper.membership_valid():
-                    # Without a live membership a lock taken now would be invalid at once.
-                    yield delay
-                    delay = min(delay * 2, ACQUIRE_RETRY_MAX)
-                    continue
-                epoch = self._keeper.epoch
-                attempt_at = self._monotonic()
-                fence = yield partial(self._attempt, driver)
-                if fence is not None:
-                    # Cleared before _halt is read, so a stop in between is never lost.
-                    self._cut = False
-                    if self._halt:
-                        self._cut = True
-                    lease = self._keeper.hold(
-                        driver, fence, attempt_at, self._lease_lost, epoch=epoch
-                    )
-                    self._lease = lease
-                    if lease.lost:  # cut before it was this worker's current lease
-                        self._cut = True
-                    held = True
-                    if self._halt:
-                        self._lease = None
-                        self._keeper.drop(lease)
-                        yield partial(self._release, lease)
-                    else:
-                        result = lease
-                    break
-                remaining = deadline - self._monotonic()
-                if remaining <= 0:
-                    logger.info(
-                        "job %s worker %d: worker lock still held elsewhere after %.1fs; "
-                        "skipping this iteration",
-                        spec.job_id,
-                        spec.worker_index,
-                        spec.acquire_timeout,
-                    )
-                    break
-                yield min(remaining, delay * self.kernel.uniform(0.5, 1.5))
-                delay = min(delay * 2, ACQUIRE_RETRY_MAX)
-        except BaseException:
-            if not held:
-                driver.close()
-            raise
-        finally:
-            if hint is not None:
-                self._notifier.unsubscribe(hint, self._wake)
-        if not held:
-            yield driver.close
-        return result
+        return acquire_plan(self)
 
     def _attempt(self, driver: LockDriver) -> int | None:
         """One try at the lock: its fencing token, or None (busy, or the backend failed)."""

@@ -138,6 +138,7 @@ def main(
                 getattr(job, message[1])()
             else:
                 job.fencing_token = message[2]
+                job.worker_count, job.generation = message[4], message[5]
                 _iterate(job, contexts, reader)
         except Exception as exc:
             reply = _error(exc, reader.count)

@@ -186,7 +186,9 @@ class ProcessWorker(Worker):
         lease = self._lease
         assert lease is not None
         self._seq += 1
-        self._send(("iterate", self._seq, lease.fence, lease.deadline))
+        granted = self.granted
+        count, generation = (None, None) if granted is None else (granted.count, granted.generation)
+        self._send(("iterate", self._seq, lease.fence, lease.deadline, count, generation))
         sent_deadline = lease.deadline
         monotonic = self._monotonic
         began = monotonic()

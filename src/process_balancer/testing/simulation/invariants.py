@@ -8,6 +8,9 @@
   no overlap: the runtime stops a holder before anyone else may start.
 - **Fencing**: every lock the backend grants for a slot carries a token above every token it
   granted for that slot before.
+- **Barrier**: the records of a partitioned job under two generations (two worker counts)
+  never overlap in time, unless the older generation's process was frozen since its
+  iteration began: every slot of the old count stops before any slot of the new one starts.
 - **Bounded moves**: an assignment written after one process joined, with nothing else
   changed, moves only the slots the newcomer takes.
 - **Completeness, balance, capacity and liveness** are checked once the faults are over (see
@@ -34,6 +37,8 @@ class RecordRun:
     #: iteration began (a pause explains an overlap; nothing else does).
     freezes: int = 0
     paused: bool = False
+    #: The job's generation the record runs under (a partitioned job's; else None).
+    generation: int | None = None
 
 
 @dataclass
@@ -67,6 +72,8 @@ class Checker:
         self.refused = 0
         self.records = 0
         self.quiet_at: float | None = None
+        #: Recent finished records of each partitioned job, for the barrier.
+        self._generations: dict[str, list[RecordRun]] = {}
 
     def _slot(self, slot: tuple[str, int]) -> _Slot:
         found = self._slots.get(slot)
@@ -145,6 +152,33 @@ class Checker:
             )
         state.runs = [r for r in state.runs if r.end is not None and r.end > at - self.KEEP]
         state.runs.append(run)
+        if run.generation is not None:
+            self._barrier(run, at)
+
+    def _barrier(self, run: RecordRun, at: float) -> None:
+        """A partitioned job's records of two generations overlap only if the one of the
+        older (lower) generation was frozen since its iteration began."""
+        job = run.slot[0]
+        runs = self._generations.setdefault(job, [])
+        for other in runs:
+            assert other.end is not None
+            if other.generation == run.generation or other.end <= run.start:
+                continue
+            assert other.generation is not None and run.generation is not None
+            older = other if other.generation < run.generation else run
+            if older.paused:
+                continue
+            newer = run if older is other else other
+            self.fail(
+                "barrier",
+                at,
+                f"job {job}: {older.slot[1]} on {older.process} (generation "
+                f"{older.generation}, {older.start:.3f}-{older.end:.3f}) overlaps "
+                f"{newer.slot[1]} on {newer.process} (generation {newer.generation}, "
+                f"{newer.start:.3f}-{newer.end:.3f}); the older one was never paused",
+            )
+        runs[:] = [r for r in runs if r.end is not None and r.end > at - self.KEEP]
+        runs.append(run)
 
     # -- moves -------------------------------------------------------------------------------
 

@@ -26,9 +26,11 @@ from ...backends.base import (
     Acquired,
     Backend,
     BackendError,
+    Gate,
     GroupSnapshot,
     HeartbeatResult,
     Inspection,
+    Partition,
     RepairReport,
     StopSignal,
 )
@@ -206,10 +208,11 @@ class SimBackend(Backend):
         version: int,
         slots: Mapping[str, Mapping[str, tuple[int, ...]]],
         unplaced: Mapping[str, tuple[int, ...]],
+        partitions: Mapping[str, Partition] | None = None,
     ) -> bool:
         def apply() -> bool:
             before = self.world.assignment_context()
-            written = self.server.write_assignment(version, slots, unplaced)
+            written = self.server.write_assignment(version, slots, unplaced, partitions)
             if written:
                 self.world.assignment_written(before, slots, unplaced)
             return written
@@ -266,19 +269,30 @@ class SimBackend(Backend):
     # -- locks -------------------------------------------------------------------------------
 
     def lock_acquire(
-        self, name: str, holder: str, ttl: float, *, grace: float = 0.0, token: str | None = None
+        self,
+        name: str,
+        holder: str,
+        ttl: float,
+        *,
+        grace: float = 0.0,
+        token: str | None = None,
+        gate: Gate | None = None,
     ) -> Acquired | None:
         def apply() -> Acquired | None:
-            acquired = self.server.lock_acquire(name, holder, ttl, grace=grace, token=token)
+            acquired = self.server.lock_acquire(
+                name, holder, ttl, grace=grace, token=token, gate=gate
+            )
             if acquired is not None:
                 self.world.lock_granted(name, holder, acquired.fence)
             return acquired
 
         return self._call("lock_acquire", apply)
 
-    def lock_renew(self, name: str, token: str, ttl: float, *, grace: float = 0.0) -> bool:
+    def lock_renew(
+        self, name: str, token: str, ttl: float, *, grace: float = 0.0, gate: Gate | None = None
+    ) -> bool:
         return self._call(
-            "lock_renew", lambda: self.server.lock_renew(name, token, ttl, grace=grace)
+            "lock_renew", lambda: self.server.lock_renew(name, token, ttl, grace=grace, gate=gate)
         )
 
     def lock_release(self, name: str, token: str) -> bool:

@@ -83,6 +83,13 @@ class SimJob(Base):
         slot = (self.job_id, self.worker_index)
         token = self.fencing_token or 0
         self._freezes = process.freezes
+        if self.job_id in world.partitioned and (self.generation is None or not self.worker_count):
+            world.checker.fail(
+                "barrier",
+                world.elapsed(),
+                f"{self.job_id}:{self.worker_index} began an iteration without a count "
+                f"({self.worker_count}) or generation ({self.generation})",
+            )
         if not world.checker.claim(slot, token):
             world.note(process.name, f"{slot[0]}:{slot[1]} token {token} refused by the resource")
         if world.raising(self.job_id) and world.job_rng.random() < 0.5:
@@ -99,6 +106,8 @@ class SimJob(Base):
         run = world.checker.record_start(
             slot, process.name, self.fencing_token or 0, world.elapsed(), self._freezes
         )
+        if self.job_id in world.partitioned:
+            run.generation = self.generation
         world.sched.sleep(world.job_rng.uniform(0.01, 0.4))
         if world.raising(self.job_id) and world.job_rng.random() < 0.2:
             raise RuntimeError("simulated failure in process_record")
@@ -132,6 +141,9 @@ class World:
         seed = scenario.seed
         self.sched = Scheduler(self.stream("scheduler"))
         self.job_rng = self.stream("jobs")
+        # Drawn from a stream of their own, so the rest of every seed is as before.
+        picks = self.stream("partitioned")
+        self.partitioned = {job for job, _ in scenario.jobs if picks.random() < 0.5}
         self.checker = Checker()
         self.trace: list[tuple[float, str, str]] = []
         self.server_skew = 0.0
@@ -161,6 +173,7 @@ class World:
                 lock_acquire_timeout=5.0,
                 options={},
                 takeover_grace=scenario.grace,
+                partitioned=job in self.partitioned,
             )
             for job, count in scenario.jobs
         }
