@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from process_balancer.backends import CorruptStateError
+from process_balancer.backends import CorruptStateError, Gate, Partition
 from process_balancer.backends.redis.backend import RedisBackend
 from support.servers import RedisServer
 
@@ -261,3 +261,109 @@ def test_a_server_restarted_from_an_older_snapshot_grants_no_lock_before_a_new_i
         assert taken is not None and taken.fence > held.fence
     finally:
         backend.close()
+
+
+# -- partitions and generation gates ---------------------------------------------------------
+
+
+def _assigned(backend: RedisBackend, partitions: dict[str, Partition]) -> int:
+    """Member a with slots of j, the partitions stored with them; the version written."""
+    backend.clear_count("other")  # a new version to write for
+    beat(backend, "a")
+    version = backend.snapshot().version
+    assert backend.write_assignment(version, {"a": {"j": (0, 1)}}, {}, partitions)
+    return version
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [
+        pytest.param(lambda r, key: r.set(key, "x"), id="garbage"),
+        pytest.param(lambda r, key: r.set(key, '{"j": [2, "3"]}'), id="shape"),
+        pytest.param(lambda r, key: (r.delete(key), r.hset(key, "j", "1")), id="hash"),
+    ],
+)
+def test_unreadable_partitions_are_named_refused_and_repaired(
+    backend: RedisBackend, rclient: redis.Redis, namespace: str, plant, caplog
+) -> None:
+    key = f"{namespace}:partitions"
+    backend.set_count("j", to=2, by=None, default=2)
+    _assigned(backend, {"j": Partition(2, 3)})
+    plant(rclient, key)
+    with pytest.raises(CorruptStateError, match=f"{key}.*process-balancer repair"):
+        beat(backend, "a")
+    problems = [p for p in backend.inspect().problems if p.part == "partitions"]
+    assert [p.where for p in problems] == [key]
+    with caplog.at_level(logging.WARNING):
+        assert backend.lock_acquire("j:0", "a", 5, gate=Gate("j", 3)) is None
+        assert backend.lock_acquire("j:1", "a", 5, gate=Gate("j", 3)) is None
+    logged = [r.getMessage() for r in caplog.records if key in r.getMessage()]
+    assert len(logged) == 1 and "no lock of a partitioned job is granted" in logged[0]
+
+    report = backend.repair(apply=True)
+    assert any(
+        line.startswith(f"{key}: removed") and "new generation" in line for line in report.actions
+    ), report.actions
+    assert rclient.exists(key) == 0
+    assert backend.get_count("j") == 2 and backend.inspect().problems == []
+    assert backend.snapshot().partitions == {}
+    _assigned(backend, {"j": Partition(2, 4)})
+    assert backend.heartbeat(
+        "a", traits=TRAITS, info={}, expiry=3.0, seen_assignment_version=-1
+    ).partitions == {"j": Partition(2, 4)}
+
+
+def test_repair_keeps_readable_partitions(backend: RedisBackend, rclient, namespace) -> None:
+    _assigned(backend, {"j": Partition(2, 5)})
+    rclient.set(f"{namespace}:assignment_version", "x")
+    backend.repair(apply=True)
+    assert backend.snapshot().partitions == {"j": Partition(2, 5)}
+
+
+@pytest.mark.parametrize(
+    "fields", [{"generation": "x"}, {"other": "1"}, {"generation": "0"}], ids=str
+)
+def test_a_gate_hash_without_a_readable_generation_is_replaced(
+    backend: RedisBackend, rclient: redis.Redis, namespace: str, fields, caplog
+) -> None:
+    gate = f"{namespace}:gate:j"
+    _assigned(backend, {"j": Partition(2, 1)})
+    held = backend.lock_acquire("j:0", "a", 0.3, gate=Gate("j", 1))
+    assert held is not None
+    assert rclient.hgetall(gate) == {"generation": "1", "lock:j:0": "1"}
+    rclient.delete(gate)
+    rclient.hset(gate, mapping=fields)
+    with caplog.at_level(logging.WARNING):
+        assert backend.lock_acquire("j:1", "a", 0.3, gate=Gate("j", 1)) is None
+    assert any(gate in r.getMessage() and "not a gate" in r.getMessage() for r in caplog.records)
+    assert rclient.hget(gate, "generation") == "0"
+    assert not backend.lock_renew("j:0", held.token, 0.3, gate=Gate("j", 1))
+    time.sleep(0.35)
+    assert backend.lock_acquire("j:1", "a", 0.3, gate=Gate("j", 1)) is not None
+    assert rclient.hgetall(gate) == {"generation": "1", "lock:j:1": "1"}
+
+
+def test_garbage_in_an_old_generations_lock_key_holds_the_new_one_back_until_it_expires(
+    backend: RedisBackend, rclient: redis.Redis, namespace: str
+) -> None:
+    _assigned(backend, {"j": Partition(1, 1)})
+    assert backend.lock_acquire("j:0", "a", 30, gate=Gate("j", 1)) is not None
+    rclient.set(f"{namespace}:lock:j:0", "garbage")  # no TTL
+    _assigned(backend, {"j": Partition(1, 2)})
+    assert backend.lock_acquire("j:1", "a", 0.3, gate=Gate("j", 2)) is None
+    assert 0 < rclient.pttl(f"{namespace}:lock:j:0") <= 300
+    time.sleep(0.35)
+    assert backend.lock_acquire("j:1", "a", 0.3, gate=Gate("j", 2)) is not None
+
+
+def test_repair_keeps_an_instance_holders_member(
+    backend: RedisBackend, rclient: redis.Redis, namespace: str
+) -> None:
+    beat(backend, "a")
+    assert backend.lock_acquire("j:0", "a#7", 30.0) is not None
+    rclient.delete(f"{namespace}:members")
+    rclient.set(f"{namespace}:members", "x")
+    backend.repair(apply=True)
+    assert rclient.zscore(f"{namespace}:members", "a") is not None
+    assert rclient.zscore(f"{namespace}:members", "a#7") is None
+    assert backend.lock_acquire("j:0", "b", 30.0) is None

@@ -126,6 +126,9 @@ def _redis_cases(ns: str) -> list[Case]:
         Case("unplaced-garbage", set_key("unplaced", "x"), f"{ns}:unplaced"),
         Case("unplaced-shape", set_key("unplaced", '{"j": [true]}'), f"{ns}:unplaced"),
         Case("unplaced-hash", as_hash("unplaced"), f"{ns}:unplaced"),
+        Case("partitions-garbage", set_key("partitions", "x"), f"{ns}:partitions"),
+        Case("partitions-shape", set_key("partitions", '{"j": [1]}'), f"{ns}:partitions"),
+        Case("partitions-hash", as_hash("partitions"), f"{ns}:partitions"),
         Case("commands-string", set_key("commands:a", "x"), f"{ns}:commands:a"),
         Case("acks-string", set_key("acks:c1", "x"), f"{ns}:acks:c1"),
     ]

@@ -8,13 +8,22 @@ from typing import Any
 from ...config.defaults import MAX_WORKERS
 from ..base import (
     PRUNE_BATCH,
+    REPAIR_HINT,
     GroupSnapshot,
     HeartbeatResult,
     Inspection,
+    Partition,
     Problem,
     RepairReport,
 )
-from ..codec import RawGroup, RawMember, decode_group
+from ..codec import (
+    RawGroup,
+    RawMember,
+    corrupt,
+    decode_group,
+    dump_partitions,
+    parse_partitions,
+)
 from ..codec import dumps as _dumps
 from ..codec import integer as _int
 from ..codec import parse_slots as _parse_slots
@@ -34,7 +43,7 @@ from .locks import RedisLocks
 from .repair import plan_repair
 
 #: Fields of the heartbeat script's reply read here.
-_HEARTBEAT_FIELDS = 11
+_HEARTBEAT_FIELDS = 12
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
@@ -70,6 +79,7 @@ class RedisBackend(RedisLocks, RedisCommands):
             self._commands_key(identity),
             self._incarnation,
             self._departed,
+            self._partitions,
         ]
         reply = self._run(
             "heartbeat",
@@ -103,6 +113,7 @@ class RedisBackend(RedisLocks, RedisCommands):
             now_ms,
             _grants_at,
             why,
+            partitions_raw,
         ) = reply[:_HEARTBEAT_FIELDS]
         if (
             not isinstance(commands_raw, list)
@@ -110,9 +121,10 @@ class RedisBackend(RedisLocks, RedisCommands):
             or not isinstance(now_ms, int)
         ):
             raise self._bad_reply("heartbeat", keys, reply)
-        slots = None
+        slots = partitions = None
         if slots_raw is not None:
             slots = _parse_slots(slots_raw, f"{self._assignment}[{identity}]")
+            partitions = self._stored_partitions(partitions_raw)
         return HeartbeatResult(
             joined=bool(joined),
             changed=bool(changed),
@@ -124,7 +136,17 @@ class RedisBackend(RedisLocks, RedisCommands):
             incarnation=str(incarnation),
             server_time=seconds(now_ms),
             new_incarnation=str(why or ""),
+            partitions=partitions,
         )
+
+    def _stored_partitions(self, raw: Any) -> dict[str, Partition]:
+        """The partitions the heartbeat script read (``[type]`` for a key of another type);
+        anything unreadable is a CorruptStateError naming the key."""
+        if isinstance(raw, list):
+            found = raw[0] if raw else "?"
+            detail = f"is a {found}, expected a {KEY_TYPES['partitions']}"
+            raise corrupt([Problem(self._partitions, detail, REPAIR_HINT, "partitions")])
+        return parse_partitions(raw, self._partitions)
 
     def reset_incarnation(self, expected: str, hold: float) -> str:
         current = self._run(
@@ -148,22 +170,34 @@ class RedisBackend(RedisLocks, RedisCommands):
         )
 
     def _read_group(self) -> RawGroup:
-        now_ms, wrong, version, av, members, traits_raw, info_raw, counts, assign, unpl, paused = (
-            self._run(
-                "snapshot",
-                [
-                    self._members,
-                    self._traits,
-                    self._info,
-                    self._version,
-                    self._assignment_version,
-                    self._assignment,
-                    self._counts,
-                    self._unplaced,
-                    self._paused,
-                ],
-                [],
-            )
+        (
+            now_ms,
+            wrong,
+            version,
+            av,
+            members,
+            traits_raw,
+            info_raw,
+            counts,
+            assign,
+            unpl,
+            paused,
+            partitions,
+        ) = self._run(
+            "snapshot",
+            [
+                self._members,
+                self._traits,
+                self._info,
+                self._version,
+                self._assignment_version,
+                self._assignment,
+                self._counts,
+                self._unplaced,
+                self._paused,
+                self._partitions,
+            ],
+            [],
         )
         traits = _pairs(traits_raw)
         infos = _pairs(info_raw)
@@ -172,6 +206,7 @@ class RedisBackend(RedisLocks, RedisCommands):
             version=(self._version, version),
             assignment_version=(self._assignment_version, av),
             unplaced=(self._unplaced, unpl),
+            partitions=(self._partitions, partitions),
         )
         for entry in wrong:
             key, _, found = entry.rpartition(" ")
@@ -253,18 +288,26 @@ class RedisBackend(RedisLocks, RedisCommands):
         version: int,
         slots: Mapping[str, Mapping[str, tuple[int, ...]]],
         unplaced: Mapping[str, tuple[int, ...]],
+        partitions: Mapping[str, Partition] | None = None,
     ) -> bool:
         args: list[Any] = [
             str(version),
             self.channel,
             _dumps({k: list(v) for k, v in unplaced.items()}),
+            dump_partitions(partitions),
         ]
         for identity in sorted(slots):
             args.append(identity)
             args.append(_dumps({job: list(idx) for job, idx in slots[identity].items()}))
         written = self._run(
             "write_assignment",
-            [self._version, self._assignment_version, self._assignment, self._unplaced],
+            [
+                self._version,
+                self._assignment_version,
+                self._assignment,
+                self._unplaced,
+                self._partitions,
+            ],
             args,
         )
         return self._status(written)

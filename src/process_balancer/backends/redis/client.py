@@ -47,12 +47,14 @@ KEY_TYPES = {
     "assignment_version": "string",
     "assignment": "hash",
     "unplaced": "string",
+    "partitions": "string",
     "counts": "hash",
     "paused": "hash",
     "commands": "list",
     "acks": "hash",
     "lock": "string",
     "fence": "string",
+    "gate": "hash",
     "incarnation": "hash",
     "departed": "zset",
 }
@@ -88,6 +90,7 @@ class RedisClient(Backend):
         self._assignment_version = f"{prefix}assignment_version"
         self._assignment = f"{prefix}assignment"
         self._unplaced = f"{prefix}unplaced"
+        self._partitions = f"{prefix}partitions"
         self._counts = f"{prefix}counts"
         self._paused = f"{prefix}paused"
         self._incarnation = f"{prefix}incarnation"
@@ -126,6 +129,11 @@ class RedisClient(Backend):
                 "nothing to do: the runner lets an unreadable worker lock expire within the "
                 "job's runtime_lock_timeout + takeover_grace and replaces an unreadable "
                 "fencing counter"
+            )
+        if kind == "gate":
+            return (
+                "nothing to do: the next lock of the job replaces an unreadable gate and "
+                "grants nothing under it until every holder under the old one has stopped"
             )
         if kind in ("counts", "paused"):
             return (

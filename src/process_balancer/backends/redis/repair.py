@@ -50,6 +50,15 @@ def plan_repair(
         p.item for p in decoded.problems if p.part == "paused" and p.item
     }
     for problem in [*decoded.problems, *stray]:
+        if problem.part == "partitions":
+            # Readable partitions are kept (generations keep increasing); unreadable ones go.
+            op = "del" if _wrong_type(problem) else "unset"
+            plan.ops.append((op, plan.key_index(problem.where), str(problem.raw), ""))
+            plan.actions.append(
+                f"{problem.where}: removed ({problem.detail}); the next assignment starts each "
+                "job at a new generation"
+            )
+            continue
         if _wrong_type(problem):
             plan.ops.append(("del", plan.key_index(problem.where), str(problem.raw), ""))
             plan.actions.append(f"{problem.where}: deleted ({problem.detail})")

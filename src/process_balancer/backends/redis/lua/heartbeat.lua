@@ -2,14 +2,18 @@
 -- Bounded work when membership is unchanged: a few O(log P) commands, whatever P is.
 -- KEYS: members (zset identity -> deadline ms), traits (hash), info (hash), version,
 --       assignment_version, assignment (hash), commands list of this member,
---       incarnation (hash: id, server, grants_at), departed (zset identity -> deadline ms)
+--       incarnation (hash: id, server, grants_at), departed (zset identity -> deadline ms),
+--       partitions (string: JSON {job: [count, generation]}, written with the assignment)
 -- ARGV: identity, traits json, info json, expiry ms, seen assignment version, channel,
 --       most expired members pruned per call, hold ms (no worker lock is granted this long
 --       after a new incarnation), incarnation the caller knows ('' if none), highest state
 --       version the caller has seen
 -- Returns {joined, changed, version, assignment version, slots or false, commands,
 --          ms to the soonest other deadline or -1, incarnation id, server time ms,
---          grants_at ms, why a new incarnation began ('' if none)}
+--          grants_at ms, why a new incarnation began ('' if none), partitions}
+-- partitions is given with the slots (false with none): the stored JSON, false when none
+-- is stored, or {type} when the key holds another type (the caller refuses it: it is never
+-- discarded here, since the generations in it must keep increasing).
 -- Keys holding something this script cannot read are discarded (see below).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -126,8 +130,15 @@ if changed == 1 then
 end
 
 local slots = false
+local partitions = false
 if raw_av ~= ARGV[5] then
   slots = redis.call('HGET', KEYS[6], identity) or '{}'
+  local found = redis.call('TYPE', KEYS[10])['ok']
+  if found == 'string' then
+    partitions = redis.call('GET', KEYS[10])
+  elseif found ~= 'none' then
+    partitions = {found}
+  end
 end
 
 local commands = redis.call('LRANGE', KEYS[7], 0, -1)
@@ -144,4 +155,4 @@ for i = 1, #soonest, 2 do
   end
 end
 return {joined, changed, version, raw_av, slots, commands, next_expiry, incarnation, now,
-  grants_at, why}
+  grants_at, why, partitions}

@@ -5,9 +5,10 @@
 --       'del', key index, type it was found with, ''  -- delete it if it still has that type
 --       'hdel', key index, field, value               -- delete the field if it is unchanged
 --       'zero', key index, field, value               -- set the field to 0 if it is unchanged
+--       'unset', key index, value, ''                 -- delete a string key if it is unchanged
 --       'member', holder identity, ms to live, ''     -- a lock holder kept as a member
--- Counts and pauses are only ever touched by 'hdel'/'del' of values found unreadable; worker
--- locks and fencing counters are never among the keys.
+-- Counts, pauses and partitions are only ever touched by 'hdel'/'del'/'unset' of values found
+-- unreadable; worker locks, fencing counters and generation gates are never among the keys.
 -- Returns the new state version: past every version the group used (the old one plus one, or
 -- the server clock in ms if that is more), so no process takes a new assignment for an old one.
 local t = redis.call('TIME')
@@ -32,6 +33,12 @@ for i = 0, n - 1 do
     local key = KEYS[tonumber(a)]
     if redis.call('TYPE', key)['ok'] == 'hash' and redis.call('HGET', key, b) == c then
       redis.call('HSET', key, b, 0)
+      done = done + 1
+    end
+  elseif op == 'unset' then
+    local key = KEYS[tonumber(a)]
+    if redis.call('TYPE', key)['ok'] == 'string' and redis.call('GET', key) == b then
+      redis.call('DEL', key)
       done = done + 1
     end
   elseif op == 'member' then

@@ -1,11 +1,13 @@
 -- One consistent read of everything the assignment is computed from, and the pauses.
 -- KEYS: members (zset), traits (hash), info (hash), version, assignment_version,
---       assignment (hash), counts (hash), unplaced, paused (hash)
+--       assignment (hash), counts (hash), unplaced, paused (hash), partitions
 -- Returns {now ms, wrong, version, assignment_version, members with scores, traits, info,
--- counts, assignment, unplaced, paused}. A key holding another type than expected is read as
+-- counts, assignment, unplaced, paused, partitions}. A key holding another type than expected is read as
 -- missing and listed in `wrong` as "<key> <type>", so the caller names it instead of failing
--- on a WRONGTYPE error. A missing version, assignment version or unplaced reads as false.
-local expected = {'zset', 'hash', 'hash', 'string', 'string', 'hash', 'hash', 'string', 'hash'}
+-- on a WRONGTYPE error. A missing version, assignment version, unplaced or partitions reads
+-- as false.
+local expected = {'zset', 'hash', 'hash', 'string', 'string', 'hash', 'hash', 'string', 'hash',
+  'string'}
 local readable = {}
 local wrong = {}
 for i, key in ipairs(KEYS) do
@@ -45,4 +47,5 @@ return {
   hgetall(6),
   get(8),
   hgetall(9),
+  get(10),
 }
