@@ -152,6 +152,13 @@ def _sqlite_cases(ns: str) -> list[Case]:
         Case("av-garbage", sql(groups.format("assignment_version"), "x", ns), "assignment_version"),
         Case("unplaced-garbage", sql(groups.format("unplaced"), "x", ns), "unplaced"),
         Case("unplaced-number", sql(groups.format("unplaced"), 7, ns), "unplaced"),
+        Case("partitions-garbage", sql(groups.format("partitions"), "x", ns), "partitions"),
+        Case("partitions-number", sql(groups.format("partitions"), 7, ns), "partitions"),
+        Case(
+            "partitions-shape",
+            sql(groups.format("partitions"), '{"j": [1, 0]}', ns),
+            "partitions",
+        ),
         Case("traits-garbage", sql(members.format("traits"), "x", ns), "traits"),
         Case("traits-array", sql(members.format("traits"), "[1]", ns), "traits"),
         Case("info-number", sql(members.format("info"), 3, ns), "info"),

@@ -175,6 +175,14 @@ def plant_bad_gate(backend: Backend, job_id: str) -> None:
         key = f"{backend.namespace}:gate:{job_id}"
         client.delete(key)
         client.set(key, "not a gate")
+    elif kind == "SQLiteBackend":
+        with backend.db.transaction() as conn:  # type: ignore[attr-defined]
+            planted = conn.execute(
+                "UPDATE pb_gates SET generation = 'x', names = 'not a list' "
+                "WHERE namespace = ? AND job_id = ?",
+                (backend.namespace, job_id),
+            ).rowcount
+        assert planted == 1
     else:
         pytest.fail(f"no way to plant an unreadable gate in {kind} yet")
 

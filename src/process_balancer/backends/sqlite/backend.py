@@ -23,21 +23,21 @@ from ..base import (
     Acquired,
     Backend,
     BackendError,
+    Gate,
     GroupSnapshot,
     HeartbeatResult,
     Inspection,
+    Partition,
     RepairReport,
     StopSignal,
 )
-from ..codec import decode_group
+from ..codec import decode_group, dump_partitions, parse_partitions
 from ..codec import dumps as _dumps
 from ..codec import parse_slots as _parse_slots
 from ..common import (
     ACK_TTL,
     COMMAND_TTL,
     decode_commands,
-    readable_pauses,
-    runtime_count,
     unplaced_slots,
 )
 from .connection import Database, Scope, emit, missing_file, seconds, sqlite_path
@@ -154,12 +154,17 @@ class SQLiteBackend(Backend):
             version = self.scope.bump(conn) if changed else self.scope.versions(conn)[0]
             av = self.scope.versions(conn)[1]
             slots_raw: str | None = None
+            partitions_raw: object = None
             if av != seen_assignment_version:
                 row = conn.execute(
                     "SELECT slots FROM pb_assignment WHERE namespace = ? AND identity = ?",
                     (ns, identity),
                 ).fetchone()
                 slots_raw = "{}" if row is None else str(row[0])
+                group = conn.execute(
+                    "SELECT partitions FROM pb_groups WHERE namespace = ?", (ns,)
+                ).fetchone()
+                partitions_raw = None if group is None else group[0]
             commands_raw = conn.execute(
                 "SELECT body, expires_at FROM pb_commands WHERE namespace = ? AND identity = ? "
                 "ORDER BY id",
@@ -180,11 +185,12 @@ class SQLiteBackend(Backend):
             if member != identity and seconds(deadline) is not None:
                 next_expiry = max(0.0, float(deadline) - now)
                 break
-        slots = None
+        slots = partitions = None
         if slots_raw is not None:
             slots = _parse_slots(
                 slots_raw, self.scope.where("pb_assignment", f"identity {identity!r}")
             )
+            partitions = parse_partitions(partitions_raw, self.scope.group_where("partitions"))
         return HeartbeatResult(
             joined=joined,
             changed=changed,
@@ -196,6 +202,7 @@ class SQLiteBackend(Backend):
             incarnation=incarnation,
             server_time=now,
             new_incarnation=why,
+            partitions=partitions,
         )
 
     def reset_incarnation(self, expected: str, hold: float) -> str:
@@ -249,6 +256,7 @@ class SQLiteBackend(Backend):
         version: int,
         slots: Mapping[str, Mapping[str, tuple[int, ...]]],
         unplaced: Mapping[str, tuple[int, ...]],
+        partitions: Mapping[str, Partition] | None = None,
     ) -> bool:
         ns = self.namespace
         rows = [
@@ -265,25 +273,22 @@ class SQLiteBackend(Backend):
                 "INSERT INTO pb_assignment (namespace, identity, slots) VALUES (?, ?, ?)", rows
             )
             conn.execute(
-                "UPDATE pb_groups SET assignment_version = ?, unplaced = ? WHERE namespace = ?",
-                (version, _dumps({k: list(v) for k, v in unplaced.items()}), ns),
+                "UPDATE pb_groups SET assignment_version = ?, unplaced = ?, partitions = ? "
+                "WHERE namespace = ?",
+                (
+                    version,
+                    _dumps({k: list(v) for k, v in unplaced.items()}),
+                    dump_partitions(partitions),
+                    ns,
+                ),
             )
             emit(conn, ns, "assignment")
         return True
 
     # -- worker counts -----------------------------------------------------------------------
 
-    def _stored_count(self, table: str, job_id: str) -> tuple[object, str] | None:
-        with self.db.transaction(write=False) as conn:
-            row = conn.execute(
-                f"SELECT count FROM {table} WHERE namespace = ? AND job_id = ?",
-                (self.namespace, job_id),
-            ).fetchone()
-        return None if row is None else (row[0], self.scope.where(table, f"job {job_id!r}"))
-
     def get_count(self, job_id: str) -> int | None:
-        stored = self._stored_count("pb_counts", job_id)
-        return None if stored is None else runtime_count(*stored)
+        return self._counts.get(job_id)
 
     def set_count(
         self,
@@ -306,13 +311,7 @@ class SQLiteBackend(Backend):
         return self._counts.resume(job_id, maximum=maximum)
 
     def paused_counts(self) -> dict[str, int]:
-        with self.db.transaction(write=False) as conn:
-            rows = conn.execute(
-                "SELECT job_id, count FROM pb_paused WHERE namespace = ?", (self.namespace,)
-            ).fetchall()
-        return readable_pauses(
-            (job_id, raw, self.scope.where("pb_paused", f"job {job_id!r}")) for job_id, raw in rows
-        )
+        return self._counts.paused()
 
     def unplaced(self) -> dict[str, list[int]]:
         with self.db.transaction(write=False) as conn:
@@ -364,12 +363,21 @@ class SQLiteBackend(Backend):
     # -- worker locks ------------------------------------------------------------------------
 
     def lock_acquire(
-        self, name: str, holder: str, ttl: float, *, grace: float = 0.0, token: str | None = None
+        self,
+        name: str,
+        holder: str,
+        ttl: float,
+        *,
+        grace: float = 0.0,
+        token: str | None = None,
+        gate: Gate | None = None,
     ) -> Acquired | None:
-        return self._locks.acquire(name, holder, ttl, grace, token)
+        return self._locks.acquire(name, holder, ttl, grace, token, gate)
 
-    def lock_renew(self, name: str, token: str, ttl: float, *, grace: float = 0.0) -> bool:
-        return self._locks.renew(name, token, ttl + grace)
+    def lock_renew(
+        self, name: str, token: str, ttl: float, *, grace: float = 0.0, gate: Gate | None = None
+    ) -> bool:
+        return self._locks.renew(name, token, ttl + grace, gate)
 
     def lock_release(self, name: str, token: str) -> bool:
         return self._locks.release(name, token)

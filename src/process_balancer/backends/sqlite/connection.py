@@ -103,7 +103,7 @@ def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
 
 
 #: Columns added to tables after their first release: (table, column, declaration).
-_ADDED_COLUMNS = (("pb_locks", "incarnation", "TEXT"),)
+_ADDED_COLUMNS = (("pb_locks", "incarnation", "TEXT"), ("pb_groups", "partitions", "TEXT"))
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
@@ -199,6 +199,10 @@ class Scope:
     def where(self, table: str, key: str) -> str:
         """Where a value was found, for error messages."""
         return f"{self.db.describe()}, table {table}, {key}"
+
+    def group_where(self, column: str) -> str:
+        """Where a column of the group's ``pb_groups`` row is, for error messages."""
+        return f"{self.where('pb_groups', f'namespace {self.namespace!r}')}, {column}"
 
     def versions(self, conn: sqlite3.Connection) -> tuple[int, int]:
         """(state version, version the stored assignment was computed from)."""

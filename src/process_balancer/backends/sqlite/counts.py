@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from ..common import readable_pauses, runtime_count
 from ..counts import count_to_pause, count_to_resume, count_to_set
 from .connection import Scope
 
@@ -37,6 +38,22 @@ class CountTable:
             f"DELETE FROM {table} WHERE namespace = ? AND job_id = ?",
             (self.scope.namespace, job_id),
         )
+
+    def get(self, job_id: str) -> int | None:
+        """The runtime count of ``job_id`` (see Backend.get_count)."""
+        with self.scope.db.transaction(write=False) as conn:
+            raw = self._stored(conn, "pb_counts", job_id)
+        where = self.scope.where("pb_counts", f"job {job_id!r}")
+        return None if raw is None else runtime_count(raw, where)
+
+    def paused(self) -> dict[str, int]:
+        """Paused jobs with the counts they resume to (see Backend.paused_counts)."""
+        with self.scope.db.transaction(write=False) as conn:
+            rows = conn.execute(
+                "SELECT job_id, count FROM pb_paused WHERE namespace = ?", (self.scope.namespace,)
+            ).fetchall()
+        where = self.scope.where
+        return readable_pauses((job, raw, where("pb_paused", f"job {job!r}")) for job, raw in rows)
 
     def set(self, job_id: str, *, to: object, by: object, default: object, maximum: object) -> int:
         """Set or change the count (see Backend.set_count)."""

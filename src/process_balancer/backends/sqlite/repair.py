@@ -20,15 +20,17 @@ def read_group(scope: Scope, conn: sqlite3.Connection) -> RawGroup:
     ns = scope.namespace
     now = time.time()
     group = conn.execute(
-        "SELECT version, assignment_version, unplaced FROM pb_groups WHERE namespace = ?", (ns,)
+        "SELECT version, assignment_version, unplaced, partitions FROM pb_groups "
+        "WHERE namespace = ?",
+        (ns,),
     ).fetchone()
-    where = scope.where("pb_groups", f"namespace {ns!r}")
-    version, av, unplaced = group if group is not None else (None, None, None)
+    version, av, unplaced, partitions = group if group is not None else (None,) * 4
     raw = RawGroup(
         now=now,
-        version=(f"{where}, version", version),
-        assignment_version=(f"{where}, assignment_version", av),
-        unplaced=(f"{where}, unplaced", unplaced),
+        version=(scope.group_where("version"), version),
+        assignment_version=(scope.group_where("assignment_version"), av),
+        unplaced=(scope.group_where("unplaced"), unplaced),
+        partitions=(scope.group_where("partitions"), partitions),
     )
     # A deadline that is not a number sorts after every number: such rows are read, and left
     # out by the decoding, which names them.
@@ -104,6 +106,17 @@ def repair(scope: Scope, *, apply: bool) -> RepairReport:
                 if apply:
                     conn.execute(
                         f"DELETE FROM {table} WHERE namespace = ? AND job_id = ?", (ns, item)
+                    )
+            elif problem.part == "partitions":
+                actions.append(
+                    f"{problem.where}: removed ({problem.detail}); the next assignment starts "
+                    "each job at a new generation"
+                )
+                if apply:
+                    conn.execute(
+                        "UPDATE pb_groups SET partitions = NULL WHERE namespace = ? "
+                        "AND partitions IS ?",
+                        (ns, problem.raw),
                     )
         group = scope.where("pb_groups", f"namespace {ns!r}")
         actions.append(

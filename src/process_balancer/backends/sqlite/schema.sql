@@ -4,7 +4,9 @@
 -- Idempotent: run on every connection.
 
 -- One row per group: the state version, the version the stored assignment was computed from,
--- the slots that assignment could not place.
+-- the slots that assignment could not place. Written with the assignment, a column added by
+-- connection._ADDED_COLUMNS (so that a file of an earlier version gets it too): partitions,
+-- JSON {job: [count, generation]}, NULL until an assignment stores it.
 CREATE TABLE IF NOT EXISTS pb_groups (
     namespace TEXT PRIMARY KEY,
     version INTEGER NOT NULL DEFAULT 0,
@@ -69,7 +71,8 @@ CREATE TABLE IF NOT EXISTS pb_acks (
 CREATE INDEX IF NOT EXISTS pb_acks_by_expiry ON pb_acks (expires_at);
 
 -- Worker locks. The row outlives a release (token NULL) so that the fencing counter keeps
--- increasing with every acquisition of the slot.
+-- increasing with every acquisition of the slot. The incarnation the lock was taken in is a
+-- column added by connection._ADDED_COLUMNS.
 CREATE TABLE IF NOT EXISTS pb_locks (
     namespace TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -78,6 +81,19 @@ CREATE TABLE IF NOT EXISTS pb_locks (
     holder TEXT,
     expires_at REAL NOT NULL,
     PRIMARY KEY (namespace, name)
+);
+
+-- The generation gate of each partitioned job: the generation its worker locks are taken
+-- under and the names (a JSON array) of every lock taken under it. Generation 0 grants nothing
+-- before blocked_until: the record replaced an unreadable one, whose holders cannot renew and
+-- have stopped by then. Lock state: repair never touches it.
+CREATE TABLE IF NOT EXISTS pb_gates (
+    namespace TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    blocked_until REAL NOT NULL DEFAULT 0,
+    names TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (namespace, job_id)
 );
 
 -- The incarnation of each group: a new one begins when the file no longer has the group's
