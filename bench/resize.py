@@ -88,9 +88,11 @@ def run_once(partitioned: bool, record_time: float, workdir: Path) -> list[dict[
             at = time.time()
             client.adjust_scheduled_workers("t", to=count)
 
-            def firsts(count: int = count, before: int = before) -> dict[int, float]:
+            def firsts(
+                count: int = count, before: int = before, at: float = at
+            ) -> dict[int, float]:
                 found: dict[int, float] = {}
-                for tenant, slot, n, _gen, start, _end in read(log)[before:]:
+                for _tenant, slot, n, _gen, start, _end in read(log)[before:]:
                     if n == count and start >= at:
                         found.setdefault(int(slot), start)
                 return found
