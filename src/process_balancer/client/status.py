@@ -229,6 +229,7 @@ def build_status(
             unplaced = list(range(scheduled))
         rule = rules.get(job_id, ANYWHERE)
         reason = unplaced_reason(job_id, views, rule) if unplaced else None
+        partition = snapshot.partitions.get(job_id)
         jobs[job_id] = {
             "scheduled": scheduled,
             "scheduled_from": source,
@@ -255,6 +256,9 @@ def build_status(
                 if s["job"] == job_id and s["stuck"]
             ],
             "autoscale": autoscale_status(job_id, members, paused=job_id in paused),
+            # The count the stored assignment spreads and its generation (None before one).
+            "generation": partition.generation if partition is not None else None,
+            "assigned_count": partition.count if partition is not None else None,
         }
     unreadable = {problem.part for problem in problems}
     return {
