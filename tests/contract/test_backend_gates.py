@@ -175,6 +175,14 @@ def plant_bad_gate(backend: Backend, job_id: str) -> None:
         key = f"{backend.namespace}:gate:{job_id}"
         client.delete(key)
         client.set(key, "not a gate")
+    elif kind == "PostgresBackend":
+        # A generation that is not one: the row is unreadable, whatever its names.
+        with backend._pool.connection() as conn:  # type: ignore[attr-defined]
+            conn.execute(
+                f"UPDATE {backend._s}.pb_gates SET generation = -1, "  # type: ignore[attr-defined]
+                "names = '\"not a gate\"' WHERE namespace = %s AND job_id = %s",
+                (backend.namespace, job_id),
+            )
     else:
         pytest.fail(f"no way to plant an unreadable gate in {kind} yet")
 
