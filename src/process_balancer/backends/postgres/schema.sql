@@ -370,12 +370,14 @@ BEGIN
     END IF;
 
     IF o_assignment_version IS DISTINCT FROM p_seen_assignment_version THEN
-        SELECT a.slots::text INTO o_slots FROM {schema}.pb_assignments a
-        WHERE a.namespace = p_namespace AND a.identity = p_identity;
-        o_slots := coalesce(o_slots, '{}');
-        -- Every job's count and generation go with the slots (NULL: never written).
-        SELECT g.partitions::text INTO o_partitions FROM {schema}.pb_groups g
+        -- Every job's count and generation go with the slots (NULL: never written), read in
+        -- one statement so that both are of the same assignment.
+        SELECT a.slots::text, g.partitions::text INTO o_slots, o_partitions
+        FROM {schema}.pb_groups g
+        LEFT JOIN {schema}.pb_assignments a
+            ON a.namespace = g.namespace AND a.identity = p_identity
         WHERE g.namespace = p_namespace;
+        o_slots := coalesce(o_slots, '{}');
     END IF;
 
     WITH taken AS (
