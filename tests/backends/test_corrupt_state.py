@@ -214,6 +214,11 @@ def _postgres_cases(ns: str, schema: str) -> list[Case]:
             "pb_groups",
         ),
         Case(
+            "partitions-shape",
+            sql("UPDATE S.pb_groups SET partitions = '{\"j\": [1, 0]}' WHERE namespace = %s", ns),
+            "pb_groups",
+        ),
+        Case(
             "count-huge",
             sql(
                 "UPDATE S.pb_counts SET count = 1000000000000 "

@@ -234,7 +234,14 @@ def wipe(backend: Backend) -> None:
                     conn.execute(f"DELETE FROM {table}")
     else:
         with backend._pool.connection() as conn:  # type: ignore[attr-defined]
-            for table in ("pb_groups", "pb_members", "pb_assignments", "pb_locks", "pb_departed"):
+            for table in (
+                "pb_groups",
+                "pb_members",
+                "pb_assignments",
+                "pb_locks",
+                "pb_departed",
+                "pb_gates",
+            ):
                 conn.execute(
                     f"DELETE FROM {backend._s}.{table} WHERE namespace = %s",  # type: ignore[attr-defined]
                     (backend.namespace,),

@@ -183,8 +183,16 @@ def plant_bad_gate(backend: Backend, job_id: str) -> None:
                 (backend.namespace, job_id),
             ).rowcount
         assert planted == 1
+    elif kind == "PostgresBackend":
+        # A generation that is not one: the row is unreadable, whatever its names.
+        with backend._pool.connection() as conn:  # type: ignore[attr-defined]
+            conn.execute(
+                f"UPDATE {backend._s}.pb_gates SET generation = -1, "  # type: ignore[attr-defined]
+                "names = '\"not a gate\"' WHERE namespace = %s AND job_id = %s",
+                (backend.namespace, job_id),
+            )
     else:
-        pytest.fail(f"no way to plant an unreadable gate in {kind} yet")
+        pytest.fail(f"no way to plant an unreadable gate in {kind}")
 
 
 def test_an_unreadable_gate_grants_nothing_until_the_old_holders_have_stopped(

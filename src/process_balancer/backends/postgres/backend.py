@@ -21,9 +21,10 @@ from ..base import (
     GroupSnapshot,
     HeartbeatResult,
     Inspection,
+    Partition,
     RepairReport,
 )
-from ..codec import RawGroup, RawMember, decode_group
+from ..codec import RawGroup, RawMember, decode_group, dump_partitions, parse_partitions
 from ..codec import dumps as _dumps
 from ..codec import parse_slots as _parse_slots
 from ..common import (
@@ -75,6 +76,7 @@ class PostgresBackend(PostgresLocks, PostgresCommands):
             incarnation,
             server_time,
             why,
+            partitions_raw,
         ) = self._fetch(
             "heartbeat",
             (
@@ -91,9 +93,10 @@ class PostgresBackend(PostgresLocks, PostgresCommands):
                 known_version,
             ),
         )
-        slots = None
+        slots = partitions = None
         if slots_raw is not None:
             slots = _parse_slots(slots_raw, self._where("pb_assignments", identity))
+            partitions = parse_partitions(partitions_raw, self._group_where("partitions"))
         return HeartbeatResult(
             joined=bool(joined),
             changed=bool(changed),
@@ -105,6 +108,7 @@ class PostgresBackend(PostgresLocks, PostgresCommands):
             incarnation=str(incarnation),
             server_time=float(server_time),
             new_incarnation=str(why or ""),
+            partitions=partitions,
         )
 
     def reset_incarnation(self, expected: str, hold: float) -> str:
@@ -119,19 +123,26 @@ class PostgresBackend(PostgresLocks, PostgresCommands):
 
     def read_group(self, row: tuple[Any, ...]) -> RawGroup:
         """A row of the snapshot query, undecoded, with where each value lives."""
-        now, version, av, unplaced, members, counts, assignment, paused = row
-        group = f"{self.schema}.pb_groups[{self.namespace}]"
+        now, version, av, unplaced, partitions, members, counts, assignment, paused = row
+        where = self._group_where
         raw = RawGroup(
             now=float(now),
-            version=(f"{group}.version", version),
-            assignment_version=(f"{group}.assignment_version", av),
-            unplaced=(f"{group}.unplaced", unplaced),
+            version=(where("version"), version),
+            assignment_version=(where("assignment_version"), av),
+            unplaced=(where("unplaced"), unplaced),
+            partitions=(where("partitions"), partitions),
         )
         for identity, deadline, traits, info in members:
-            where = self._where("pb_members", identity)
+            row_where = self._where("pb_members", identity)
             raw.members.append(
                 RawMember(
-                    identity, deadline, traits, info, where, f"{where}.traits", f"{where}.info"
+                    identity,
+                    deadline,
+                    traits,
+                    info,
+                    row_where,
+                    f"{row_where}.traits",
+                    f"{row_where}.info",
                 )
             )
         raw.counts = [(j, c, self._where("pb_counts", j) + ".count") for j, c in counts]
@@ -166,6 +177,7 @@ class PostgresBackend(PostgresLocks, PostgresCommands):
         version: int,
         slots: Mapping[str, Mapping[str, tuple[int, ...]]],
         unplaced: Mapping[str, tuple[int, ...]],
+        partitions: Mapping[str, Partition] | None = None,
     ) -> bool:
         stored = {
             identity: {job: list(idx) for job, idx in per_job.items()}
@@ -178,6 +190,7 @@ class PostgresBackend(PostgresLocks, PostgresCommands):
                 version,
                 _dumps(stored),
                 _dumps({k: list(v) for k, v in unplaced.items()}),
+                dump_partitions(partitions),
                 self.channel,
             ),
         )
@@ -251,5 +264,4 @@ class PostgresBackend(PostgresLocks, PostgresCommands):
             f"SELECT unplaced::text FROM {self._s}.pb_groups WHERE namespace = %s",
             (self.namespace,),
         )
-        where = f"{self.schema}.pb_groups[{self.namespace}].unplaced"
-        return unplaced_slots(rows[0][0] if rows else "{}", where)
+        return unplaced_slots(rows[0][0] if rows else "{}", self._group_where("unplaced"))

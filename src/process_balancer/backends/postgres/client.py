@@ -30,6 +30,7 @@ SELECT
     coalesce(g.version, 0),
     coalesce(g.assignment_version, 0),
     coalesce(g.unplaced::text, '{{}}'),
+    g.partitions::text,
     (SELECT coalesce(json_agg(json_build_array(m.identity, extract(epoch FROM m.deadline)::float8,
                                                m.traits::text, m.info::text)
                               ORDER BY m.deadline, m.identity), '[]')
@@ -78,9 +79,9 @@ class PostgresClient(Backend):
                 ("pause", 5),
                 ("resume", 4),
                 ("ack_command", 5),
-                ("lock_acquire", 6),
+                ("lock_acquire", 8),
                 ("reset_incarnation", 4),
-                ("lock_renew", 4),
+                ("lock_renew", 6),
                 ("lock_release", 4),
             )
         }
@@ -89,7 +90,8 @@ class PostgresClient(Backend):
             "%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s, %s, %s)"
         )
         self._sql["write_assignment"] = (
-            f"SELECT * FROM {self._s}.pb_write_assignment(%s, %s, %s::jsonb, %s::jsonb, %s)"
+            f"SELECT * FROM {self._s}.pb_write_assignment("
+            "%s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s)"
         )
         self._sql["send_command"] = (
             f"SELECT * FROM {self._s}.pb_send_command(%s, %s, %s::jsonb, %s, %s)"
@@ -99,6 +101,10 @@ class PostgresClient(Backend):
 
     def _where(self, table: str, key: str) -> str:
         return f"{self.schema}.{table}[{self.namespace}/{key}]"
+
+    def _group_where(self, column: str) -> str:
+        """Where a column of the group's ``pb_groups`` row is."""
+        return f"{self.schema}.pb_groups[{self.namespace}].{column}"
 
     def _error(self, exc: psycopg.Error) -> BackendError:
         if isinstance(exc, (errors.UndefinedTable, errors.UndefinedFunction)):

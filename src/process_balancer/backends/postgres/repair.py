@@ -1,7 +1,9 @@
 """``process-balancer repair`` on a PostgreSQL group, in one transaction.
 
 The columns are typed, so what can be unreadable is a jsonb value of the wrong shape (traits,
-info, an assignment, unplaced slots, a command) and a count beyond the hard limit. Rows are
+info, an assignment, unplaced slots, partitions, a command) and a count beyond the hard limit.
+Readable partitions are kept, so generations keep increasing; gates (pb_gates) are lock state
+and never touched. Rows are
 locked in the order every other operation takes them: member rows, then the group's row, then
 its counts, so repair cannot deadlock with a heartbeat or a scale.
 """
@@ -56,6 +58,7 @@ def repair(
     paused_jobs = {job_id for job_id, _, _ in raw.paused}
     actions: list[str] = []
     counts_touched = False
+    partitions_raw = None
     for problem in decoded.problems:
         item = problem.item
         if problem.part in ("traits", "info"):
@@ -85,6 +88,12 @@ def repair(
                 "keeps its current count"
             )
             counts_touched = True
+        elif problem.part == "partitions":
+            actions.append(
+                f"{problem.where}: removed ({problem.detail}); the next assignment starts each "
+                "job at a new generation"
+            )
+            partitions_raw = problem.raw
     where = f"{group.schema}.pb_groups[{ns}]"
     actions.append(
         f"{group.schema}.pb_assignments[{ns}/*], {where}.unplaced: cleared; the group computes "
@@ -97,6 +106,12 @@ def repair(
         )
         return RepairReport(actions, decoded.snapshot.counts, decoded.paused, False)
     conn.execute(f"SELECT {s}.pb_lock_group(%s)", (ns,))
+    if partitions_raw is not None:
+        conn.execute(
+            f"UPDATE {s}.pb_groups SET partitions = NULL WHERE namespace = %s "
+            "AND partitions::text = %s",
+            (ns, partitions_raw),
+        )
     if counts_touched:
         limit = str(MAX_WORKERS_HARD_LIMIT)
         conn.execute(

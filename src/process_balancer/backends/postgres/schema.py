@@ -26,7 +26,10 @@ logger = logging.getLogger(__name__)
 #: expired members pruning each other); the group's incarnation, pb_departed, takeover grace
 #: and fencing tokens that keep increasing across a restore. 3: pb_lock_acquire grants nothing
 #: while the group's incarnation was begun by another server (a restore or a failover since).
-SCHEMA_VERSION = 3
+#: 4: partitioned jobs: pb_groups.partitions (each job's count and generation, written with the
+#: assignment and returned with a heartbeat's slots) and pb_gates (the generation gate of
+#: worker locks taken under a job's generation).
+SCHEMA_VERSION = 4
 
 TABLES = (
     "pb_schema",
@@ -37,6 +40,7 @@ TABLES = (
     "pb_commands",
     "pb_acks",
     "pb_locks",
+    "pb_gates",
     "pb_advisory_fences",
 )
 

@@ -9,7 +9,9 @@
 --   2. other members' rows, only with SKIP LOCKED (pb_heartbeat's prune), so never waiting:
 --      a member whose own heartbeat holds its row is not pruned by a peer, and two expired
 --      members heartbeating at once cannot each wait for the row the other just deleted;
---   3. a pb_locks row (pb_lock_acquire), which no holder of a group row waits for;
+--   3. a pb_gates row (a gated pb_lock_acquire FOR UPDATE, a gated pb_lock_renew FOR
+--      SHARE), then pb_locks rows (pb_lock_acquire, several only in name order), which no
+--      holder of a group row waits for;
 --   4. the group's pb_groups row (pb_bump, pb_lock_group, pb_write_assignment): nothing
 --      holding it waits for a member or lock row;
 --   5. pb_assignments, pb_commands and pb_acks rows, after everything else.
@@ -112,6 +114,91 @@ CREATE TABLE IF NOT EXISTS {schema}.pb_advisory_fences (
     PRIMARY KEY (namespace, job_id, worker_index)
 );
 
+-- Partitioned jobs: each job's [count, generation] as the assignment spreads it, written
+-- with the assignment (NULL: never written).
+ALTER TABLE {schema}.pb_groups ADD COLUMN IF NOT EXISTS partitions jsonb;
+
+-- The generation gate of a partitioned job: the generation its worker locks are taken under
+-- and the names of every lock taken under it. Generation 0 grants nothing before
+-- blocked_until (the record replaced an unreadable one); a generation that is NULL or
+-- negative, or names that are not an array of lock names, is unreadable.
+CREATE TABLE IF NOT EXISTS {schema}.pb_gates (
+    namespace     text        NOT NULL,
+    job_id        text        NOT NULL,
+    generation    bigint      DEFAULT 0,
+    names         jsonb       DEFAULT '[]',
+    blocked_until timestamptz,
+    PRIMARY KEY (namespace, job_id)
+);
+
+-- A stored integer as backends/codec.py reads one: an integral JSON number (at most 2^53
+-- when written as a float) or a string of 1 to 19 decimal digits; else NULL.
+CREATE OR REPLACE FUNCTION {schema}.pb_whole(p_value jsonb)
+RETURNS numeric
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    v_number numeric;
+BEGIN
+    IF jsonb_typeof(p_value) = 'number' THEN
+        v_number := (p_value #>> '{}')::numeric;
+        IF v_number = trunc(v_number) AND abs(v_number) <= 9007199254740992 THEN
+            RETURN v_number;
+        END IF;
+    ELSIF jsonb_typeof(p_value) = 'string' AND (p_value #>> '{}') ~ '^-?[0-9]{1,19}$' THEN
+        RETURN (p_value #>> '{}')::numeric;
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- The generation stored partitions give p_job: 0 when they name no such job (or none were
+-- written), -1 when they are unreadable (as codec.parse_partitions decides).
+CREATE OR REPLACE FUNCTION {schema}.pb_partition_generation(p_partitions jsonb, p_job text)
+RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    v_job text;
+    v_entry jsonb;
+    v_count numeric;
+    v_generation numeric;
+    v_found bigint := 0;
+BEGIN
+    IF p_partitions IS NULL THEN
+        RETURN 0;
+    END IF;
+    IF jsonb_typeof(p_partitions) <> 'object' THEN
+        RETURN -1;
+    END IF;
+    FOR v_job, v_entry IN SELECT e.key, e.value FROM jsonb_each(p_partitions) e LOOP
+        IF jsonb_typeof(v_entry) <> 'array' OR jsonb_array_length(v_entry) <> 2
+           OR jsonb_typeof(v_entry -> 1) <> 'number' THEN
+            RETURN -1;
+        END IF;
+        v_count := {schema}.pb_whole(v_entry -> 0);
+        v_generation := {schema}.pb_whole(v_entry -> 1);
+        IF v_count IS NULL OR v_count NOT BETWEEN 0 AND 1000000 OR v_generation IS NULL
+           OR v_generation NOT BETWEEN 1 AND 9007199254740992 THEN
+            RETURN -1;
+        END IF;
+        IF v_job = p_job THEN
+            v_found := v_generation;
+        END IF;
+    END LOOP;
+    RETURN v_found;
+END $$;
+
+-- Whether a pb_gates row is one this program wrote.
+CREATE OR REPLACE FUNCTION {schema}.pb_gate_readable(p_generation bigint, p_names jsonb)
+RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF p_generation IS NULL OR p_generation < 0 OR jsonb_typeof(p_names) IS DISTINCT FROM 'array'
+    THEN
+        RETURN false;
+    END IF;
+    RETURN NOT EXISTS (
+        SELECT 1 FROM jsonb_array_elements(p_names) e WHERE jsonb_typeof(e) <> 'string');
+END $$;
+
 -- Bump a group's state version (creating its row on first use) and tell the group.
 CREATE OR REPLACE FUNCTION {schema}.pb_bump(p_namespace text, p_channel text)
 RETURNS TABLE (o_version bigint, o_assignment_version bigint)
@@ -188,6 +275,9 @@ END $$;
 -- group's size. Lock order: the caller's own member row first, then the rows it prunes (SKIP
 -- LOCKED, so two expired members pruning each other cannot deadlock), then the group's row.
 DROP FUNCTION IF EXISTS {schema}.pb_heartbeat(text, text, jsonb, jsonb, bigint, bigint, text, integer);
+-- Version 4 added o_partitions: a changed result type needs the old function dropped.
+DROP FUNCTION IF EXISTS {schema}.pb_heartbeat(
+    text, text, jsonb, jsonb, bigint, bigint, text, integer, bigint, text, bigint);
 CREATE OR REPLACE FUNCTION {schema}.pb_heartbeat(
     p_namespace text, p_identity text, p_traits jsonb, p_info jsonb, p_expiry_ms bigint,
     p_seen_assignment_version bigint, p_channel text, p_prune integer, p_hold_ms bigint,
@@ -195,7 +285,7 @@ CREATE OR REPLACE FUNCTION {schema}.pb_heartbeat(
     OUT o_joined boolean, OUT o_changed boolean, OUT o_version bigint,
     OUT o_assignment_version bigint, OUT o_slots text, OUT o_commands text,
     OUT o_next_expiry_ms bigint, OUT o_incarnation text, OUT o_server_time float8,
-    OUT o_new_incarnation text)
+    OUT o_new_incarnation text, OUT o_partitions text)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
@@ -280,8 +370,13 @@ BEGIN
     END IF;
 
     IF o_assignment_version IS DISTINCT FROM p_seen_assignment_version THEN
-        SELECT a.slots::text INTO o_slots FROM {schema}.pb_assignments a
-        WHERE a.namespace = p_namespace AND a.identity = p_identity;
+        -- Every job's count and generation go with the slots (NULL: never written), read in
+        -- one statement so that both are of the same assignment.
+        SELECT a.slots::text, g.partitions::text INTO o_slots, o_partitions
+        FROM {schema}.pb_groups g
+        LEFT JOIN {schema}.pb_assignments a
+            ON a.namespace = g.namespace AND a.identity = p_identity
+        WHERE g.namespace = p_namespace;
         o_slots := coalesce(o_slots, '{}');
     END IF;
 
@@ -343,9 +438,12 @@ BEGIN
 END $$;
 
 -- Store an assignment only if the version it was computed from is still current and none was
--- stored for it yet: one assignment per version.
+-- stored for it yet: one assignment per version. Every job's count and generation
+-- (p_partitions) are stored with it.
+DROP FUNCTION IF EXISTS {schema}.pb_write_assignment(text, bigint, jsonb, jsonb, text);
 CREATE OR REPLACE FUNCTION {schema}.pb_write_assignment(
-    p_namespace text, p_version bigint, p_slots jsonb, p_unplaced jsonb, p_channel text)
+    p_namespace text, p_version bigint, p_slots jsonb, p_unplaced jsonb, p_partitions jsonb,
+    p_channel text)
 RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -361,7 +459,7 @@ BEGIN
     INSERT INTO {schema}.pb_assignments (namespace, identity, slots)
     SELECT p_namespace, e.key, e.value FROM jsonb_each(p_slots) e;
     UPDATE {schema}.pb_groups
-    SET assignment_version = p_version, unplaced = p_unplaced
+    SET assignment_version = p_version, unplaced = p_unplaced, partitions = p_partitions
     WHERE namespace = p_namespace;
     PERFORM pg_notify(p_channel, 'assignment');
     RETURN true;
@@ -572,18 +670,111 @@ BEGIN
     WHERE namespace = p_namespace AND command_id = p_command_id;
 END $$;
 
+-- Whether nobody may still run under the locks named in p_names (a gate's), each row locked
+-- (in name order): every one is free, expired, of an earlier incarnation than p_incarnation,
+-- or held by a member (the holder's text before any '#') whose membership ended at least
+-- p_grace ago. A lock held by the caller itself counts as held.
+CREATE OR REPLACE FUNCTION {schema}.pb_locks_free(
+    p_namespace text, p_names jsonb, p_incarnation text, p_now timestamptz, p_grace interval)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM {schema}.pb_locks l
+    WHERE l.namespace = p_namespace
+      AND l.name IN (SELECT jsonb_array_elements_text(p_names))
+    ORDER BY l.name
+    FOR UPDATE;
+    RETURN NOT EXISTS (
+        SELECT 1 FROM {schema}.pb_locks l
+        LEFT JOIN {schema}.pb_members m
+            ON m.namespace = p_namespace AND m.identity = split_part(l.holder, '#', 1)
+        LEFT JOIN {schema}.pb_departed d
+            ON d.namespace = p_namespace AND d.identity = split_part(l.holder, '#', 1)
+        WHERE l.namespace = p_namespace
+          AND l.name IN (SELECT jsonb_array_elements_text(p_names))
+          AND l.token IS NOT NULL AND l.expires_at > p_now
+          AND coalesce(l.incarnation, p_incarnation) = p_incarnation
+          AND coalesce(m.deadline, d.deadline) + p_grace > p_now);
+END $$;
+
+-- The generation gate of a gated pb_lock_acquire, its row locked: 1 when a lock of p_job may
+-- be taken under p_generation now (the gate moved to it if every lock of the earlier
+-- generation is free), 0 when not, 3 when the stored partitions are unreadable, 4 when the
+-- gate record was unreadable: it is replaced by one that grants nothing for p_block.
+-- o_found is what was unreadable, as stored.
+CREATE OR REPLACE FUNCTION {schema}.pb_gate_admits(
+    p_namespace text, p_job text, p_generation bigint, p_incarnation text,
+    p_grace interval, p_block interval, OUT o_status integer, OUT o_found text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz;
+    v_gate record;
+    v_partitions jsonb;
+    v_stored bigint;
+BEGIN
+    -- A missing gate and a blocked one whose time is up are the same: this row stands for it.
+    INSERT INTO {schema}.pb_gates (namespace, job_id, generation, names)
+    VALUES (p_namespace, p_job, 0, '[]')
+    ON CONFLICT (namespace, job_id) DO NOTHING;
+    SELECT gt.generation, gt.names, gt.blocked_until INTO v_gate
+    FROM {schema}.pb_gates gt WHERE gt.namespace = p_namespace AND gt.job_id = p_job
+    FOR UPDATE;
+    -- Read with the gate held: a generation stored before the gate moved is seen here.
+    v_now := clock_timestamp();
+    SELECT g.partitions INTO v_partitions FROM {schema}.pb_groups g
+    WHERE g.namespace = p_namespace;
+    v_stored := {schema}.pb_partition_generation(v_partitions, p_job);
+    IF v_stored < 0 THEN
+        o_status := 3;
+        o_found := v_partitions::text;
+        RETURN;
+    END IF;
+    o_status := 0;
+    IF v_stored <> p_generation THEN
+        RETURN;
+    END IF;
+    IF NOT {schema}.pb_gate_readable(v_gate.generation, v_gate.names) THEN
+        o_status := 4;
+        o_found := format('generation %s, names %s', coalesce(v_gate.generation::text, 'NULL'),
+                          coalesce(v_gate.names::text, 'NULL'));
+        UPDATE {schema}.pb_gates
+        SET generation = 0, names = '[]', blocked_until = v_now + p_block
+        WHERE namespace = p_namespace AND job_id = p_job;
+        RETURN;
+    END IF;
+    IF v_gate.generation = p_generation THEN
+        o_status := 1;
+        RETURN;
+    END IF;
+    IF v_gate.generation = 0 THEN
+        IF v_now < coalesce(v_gate.blocked_until, '-infinity') THEN
+            RETURN;
+        END IF;
+    ELSIF NOT {schema}.pb_locks_free(p_namespace, v_gate.names, p_incarnation, v_now, p_grace)
+    THEN
+        RETURN;
+    END IF;
+    UPDATE {schema}.pb_gates SET generation = p_generation, names = '[]', blocked_until = NULL
+    WHERE namespace = p_namespace AND job_id = p_job;
+    o_status := 1;
+END $$;
+
 -- Take a worker lock: free, expired, held by the caller itself (a release or an acquire whose
 -- answer was lost), held in an earlier incarnation, or held by a member whose membership
--- expired at least p_grace_ms ago (taken over then instead of after its TTL). No lock is
--- granted while the group's incarnation holds grants back. Fencing tokens strictly increase
--- per slot, and are at least the server's clock in microseconds, so they keep increasing
--- across a restore of an older state.
+-- expired at least p_grace_ms ago (taken over then instead of after its TTL); a holder
+-- written member#instance is member's. No lock is granted while the group's incarnation
+-- holds grants back. Fencing tokens strictly increase per slot, and are at least the
+-- server's clock in microseconds, so they keep increasing across a restore of an older state.
+-- With p_job, the lock is taken under that job's generation p_generation (pb_gate_admits
+-- first; once granted, its name joins the gate's).
 -- Returns (1, fence, NULL) taken, (2, fence, previous holder) taken over, (0, NULL, NULL) held
--- by a live member or grants held back.
+-- by a live member or grants held back, and refusals of the gate: (3, NULL, partitions) they
+-- are unreadable, (4, NULL, record) the gate record was unreadable and is replaced.
 DROP FUNCTION IF EXISTS {schema}.pb_lock_acquire(text, text, text, text, bigint);
+DROP FUNCTION IF EXISTS {schema}.pb_lock_acquire(text, text, text, text, bigint, bigint);
 CREATE OR REPLACE FUNCTION {schema}.pb_lock_acquire(
     p_namespace text, p_name text, p_token text, p_holder text, p_ttl_ms bigint,
-    p_grace_ms bigint,
+    p_grace_ms bigint, p_job text, p_generation bigint,
     OUT o_status integer, OUT o_fence bigint, OUT o_previous text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -592,6 +783,7 @@ DECLARE
     v_incarnation text;
     v_server text;
     v_grants_at timestamptz;
+    v_gate record;
     v_lock record;
     v_deadline timestamptz;
 BEGIN
@@ -606,6 +798,17 @@ BEGIN
         o_status := 0;
         RETURN;
     END IF;
+    IF p_job IS NOT NULL THEN
+        SELECT * INTO v_gate FROM {schema}.pb_gate_admits(
+            p_namespace, p_job, p_generation, v_incarnation, v_grace,
+            (p_ttl_ms + p_grace_ms) * interval '1 millisecond');
+        IF v_gate.o_status <> 1 THEN
+            o_status := v_gate.o_status;
+            o_previous := v_gate.o_found;
+            RETURN;
+        END IF;
+        v_now := clock_timestamp();
+    END IF;
     INSERT INTO {schema}.pb_locks (namespace, name) VALUES (p_namespace, p_name)
     ON CONFLICT (namespace, name) DO NOTHING;
     SELECT l.token, l.holder, l.expires_at, l.incarnation INTO v_lock
@@ -613,10 +816,10 @@ BEGIN
     IF v_lock.token IS NOT NULL AND v_lock.expires_at > v_now AND v_lock.holder <> p_holder
        AND coalesce(v_lock.incarnation, v_incarnation) = v_incarnation THEN
         SELECT m.deadline INTO v_deadline FROM {schema}.pb_members m
-        WHERE m.namespace = p_namespace AND m.identity = v_lock.holder;
+        WHERE m.namespace = p_namespace AND m.identity = split_part(v_lock.holder, '#', 1);
         IF NOT FOUND THEN
             SELECT d.deadline INTO v_deadline FROM {schema}.pb_departed d
-            WHERE d.namespace = p_namespace AND d.identity = v_lock.holder;
+            WHERE d.namespace = p_namespace AND d.identity = split_part(v_lock.holder, '#', 1);
         END IF;
         IF v_deadline IS NOT NULL AND v_deadline + v_grace > v_now THEN
             o_status := 0;
@@ -630,16 +833,36 @@ BEGIN
         fence = greatest(l.fence + 1, (extract(epoch FROM v_now) * 1000000)::bigint)
     WHERE l.namespace = p_namespace AND l.name = p_name
     RETURNING l.fence INTO o_fence;
+    IF p_job IS NOT NULL THEN
+        UPDATE {schema}.pb_gates
+        SET names = CASE WHEN names ? p_name THEN names ELSE names || to_jsonb(p_name) END
+        WHERE namespace = p_namespace AND job_id = p_job;
+    END IF;
     o_status := CASE WHEN o_previous IS NULL THEN 1 ELSE 2 END;
 END $$;
 
+-- Extend a lock held by p_token in the group's current incarnation. With p_job, only while
+-- that job's gate is readable, at p_generation and names the lock.
+DROP FUNCTION IF EXISTS {schema}.pb_lock_renew(text, text, text, bigint);
 CREATE OR REPLACE FUNCTION {schema}.pb_lock_renew(
-    p_namespace text, p_name text, p_token text, p_ttl_ms bigint)
+    p_namespace text, p_name text, p_token text, p_ttl_ms bigint, p_job text,
+    p_generation bigint)
 RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_now timestamptz := clock_timestamp();
+    v_now timestamptz;
+    v_gate record;
 BEGIN
+    IF p_job IS NOT NULL THEN
+        SELECT gt.generation, gt.names INTO v_gate FROM {schema}.pb_gates gt
+        WHERE gt.namespace = p_namespace AND gt.job_id = p_job
+        FOR SHARE;
+        IF NOT FOUND OR NOT {schema}.pb_gate_readable(v_gate.generation, v_gate.names)
+           OR v_gate.generation <> p_generation OR NOT v_gate.names ? p_name THEN
+            RETURN false;
+        END IF;
+    END IF;
+    v_now := clock_timestamp();
     UPDATE {schema}.pb_locks l
     SET expires_at = v_now + p_ttl_ms * interval '1 millisecond'
     WHERE l.namespace = p_namespace AND l.name = p_name AND l.token = p_token
