@@ -137,3 +137,37 @@ def test_a_runner_cut_off_mid_iteration_stops_at_a_record_and_runs_unlock_record
         message="a runs again once healed",
     )
     assert a.popen.poll() is None
+
+
+def test_every_kind_reads_the_count_and_generation_and_a_partitioned_resize_is_a_barrier(
+    kind: str, group_config, spawn, iteration_log, backend_url: str, namespace: str
+) -> None:
+    """A partitioned job of each kind: its iterations see worker_count and generation; after
+    a resize from 2 to 3 a new generation runs, and every iteration of the old one ended
+    before the first of the new one started (long iterations are cut at a record)."""
+    client = process_balancer.configure(backend=backend_url, namespace=namespace)
+    config = group_config({"q": job(kind, workers=2, records=40, partitioned=True)})
+    a = spawn(config, "a")
+    b = spawn(config, "b")
+
+    def starts(count: int) -> dict[int, list[dict[str, Any]]]:
+        found: dict[int, list[dict[str, Any]]] = {}
+        for e in iteration_log.events():
+            if e["ev"] == "start" and e["count"] == count:
+                found.setdefault(e["slot"], []).append(e)
+        return found
+
+    wait_until(lambda: len(starts(2)) == 2, 30, message="two slots under count 2")
+    client.adjust_scheduled_workers("q", to=3)
+    wait_until(lambda: len(starts(3)) == 3, 30, message="three slots under count 3")
+    old = {e["gen"] for s in starts(2).values() for e in s}
+    new = {e["gen"] for s in starts(3).values() for e in s}
+    assert len(old) == 1 and len(new) == 1 and new.pop() > old.pop()
+    first_new = min(e["t"] for s in starts(3).values() for e in s)
+    old_ends = [e["t"] for e in iteration_log.events() if e["ev"] == "end" and e["count"] == 2]
+    assert old_ends and max(old_ends) <= first_new
+    # The old generation's iterations were cut at a record boundary, not run to their end.
+    assert any(e["done"] < 40 for e in iteration_log.events() if e["ev"] == "end")
+    for proc in (a, b):
+        proc.send(signal.SIGTERM)
+        assert proc.wait(20) == 0

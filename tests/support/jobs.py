@@ -45,6 +45,8 @@ class RecordingJob(process_balancer.Base):
             "pid": os.getpid(),
             "t": _now(),
             "fence": self.fencing_token,
+            "count": self.worker_count,
+            "gen": self.generation,
             **fields,
         }
         # One short line per O_APPEND write: lines from several processes never interleave.
