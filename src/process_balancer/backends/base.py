@@ -301,6 +301,22 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
+    def set_count_unless_paused(
+        self,
+        job_id: str,
+        *,
+        to: int | None,
+        by: int | None,
+        default: int,
+        maximum: int = MAX_WORKERS,
+    ) -> int | None:
+        """:meth:`set_count`, in one atomic step with the check that the job is not paused:
+        while it is, nothing is written (its count, the count it resumes to and the version
+        stay as they are) and the answer is None. A value :meth:`set_count` would refuse is
+        the same ValueError, paused or not. What the autoscaler writes: a pause, even one
+        that lands while it evaluates, always wins over it."""
+
+    @abc.abstractmethod
     def clear_count(self, job_id: str) -> None:
         """Forget the runtime count so the config's ``workers`` applies again."""
 
@@ -311,7 +327,8 @@ class Backend(abc.ABC):
         nothing) when the job is paused already. A count to remember above ``maximum`` is a
         ValueError and nothing changes.
 
-        Setting or clearing the count of a paused job ends its pause.
+        Setting or clearing the count of a paused job ends its pause
+        (:meth:`set_count_unless_paused` does not).
         """
 
     @abc.abstractmethod
