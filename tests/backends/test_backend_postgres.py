@@ -452,7 +452,10 @@ def test_an_upgrade_drops_the_count_functions_without_a_ceiling(
         "WHERE n.nspname = %s AND p.proname = 'pb_set_count'",
         (postgres_schema,),
     ).fetchall()
-    assert len(signatures) == 1 and "p_max text" in signatures[0][0]
+    # Left: version 4's signature (kept for its clients) and the one with p_unless_paused.
+    assert len(signatures) == 2, signatures
+    assert all("p_max text" in signature for (signature,) in signatures)
+    assert sum("p_unless_paused boolean" in signature for (signature,) in signatures) == 1
 
 
 def test_a_state_restored_from_another_server_grants_no_lock_before_a_new_incarnation(

@@ -1,5 +1,6 @@
 """The autoscaler in-process, on the in-memory backend with a clock the test moves: one
-evaluating process per job, clamping, cooldown, pause, and a desired_workers() that fails."""
+evaluating process per job, clamping, cooldown, pause (also one that lands during an
+evaluation), and a desired_workers() that fails."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ class Depth(process_balancer.Base):
         queue = self.options["queue"]
         queue["calls"].append(queue["who"])
         value = queue["depth"]
+        if callable(value):
+            value = value()
         if isinstance(value, Exception):
             raise value
         return value
@@ -207,6 +210,50 @@ def test_a_paused_job_is_left_alone_until_it_is_resumed(
     clock.advance(1.0)
     run(scaler, queue)
     assert backend.get_count(JOB) == 5
+
+
+class PausedAtRenewal(MemoryBackend):
+    """A process's backend on which the operator's pause, sent by another client of the group,
+    lands when the autoscale lock is renewed: after the autoscaler saw the job unpaused,
+    before it writes the count."""
+
+    operator: MemoryBackend | None = None
+
+    def lock_renew(self, name: str, token: str, ttl: float, **options: Any) -> bool:
+        if self.operator is not None:
+            self.operator.pause(JOB, default=2)
+            self.operator = None
+        return super().lock_renew(name, token, ttl, **options)
+
+
+@pytest.mark.parametrize("lands", ["during desired_workers()", "after the paused check"])
+def test_a_pause_that_lands_during_an_evaluation_wins(
+    url: str, clock: ManualClock, queue: dict[str, Any], lands: str
+) -> None:
+    backend = PausedAtRenewal(url, "ns", clock=clock)
+    operator = MemoryBackend(url, "ns", clock=clock)
+    try:
+        backend.set_count(JOB, to=3, by=None, default=2)
+        scaler = make(backend, clock, queue)
+        if lands == "during desired_workers()":
+            queue["depth"] = lambda: (operator.pause(JOB, default=2), 5)[1]
+        else:
+            backend.operator = operator
+            queue["depth"] = 5
+        run(scaler, queue)
+        assert backend.paused_counts() == {JOB: 3}
+        assert backend.get_count(JOB) == 0
+        assert decision(scaler)["last"]["action"] == "paused"
+        assert decision(scaler)["last_change"] is None
+
+        operator.resume(JOB)
+        clock.advance(1.0)
+        queue["depth"] = 5
+        run(scaler, queue)
+        assert backend.get_count(JOB) == 5
+    finally:
+        operator.close()
+        backend.close()
 
 
 @pytest.mark.parametrize(

@@ -15,12 +15,21 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Protocol
 
 from ..config.defaults import MAX_WORKERS
 from ..errors import BackendError as BackendError
 from ..errors import CorruptStateError as CorruptStateError
+from .records import Acquired as Acquired
+from .records import Gate as Gate
+from .records import GroupSnapshot as GroupSnapshot
+from .records import HeartbeatResult as HeartbeatResult
+from .records import Inspection as Inspection
+from .records import MemberState as MemberState
+from .records import MigrateResult as MigrateResult
+from .records import Partition as Partition
+from .records import Problem as Problem
+from .records import RepairReport as RepairReport
 
 #: Expired members one heartbeat removes at most; the rest go in the following heartbeats, so
 #: one heartbeat never does unbounded work, even after a mass failure. Every backend uses it.
@@ -43,134 +52,6 @@ SCALE_HINT = (
     "set the count again with `process-balancer scale JOB N` "
     "(`process-balancer repair --yes` removes it)"
 )
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One value in the backend that cannot be read, where it is and what fixes it."""
-
-    where: str  # a Redis key (with the hash field), or schema.table[namespace/key]
-    detail: str  # "holds 'x', expected an integer"
-    fix: str
-    #: which part of the group's state: version, assignment_version, members, traits, info,
-    #: counts, paused, assignment, unplaced, partitions, commands, acks
-    part: str
-    item: str | None = None  # the member identity, job id or key within the part
-    raw: Any = None  # the value found, for a repair that removes it only if it is unchanged
-
-    def __str__(self) -> str:
-        return f"{self.where} {self.detail}; {self.fix}"
-
-
-@dataclass(frozen=True)
-class Partition:
-    """A job's worker count as the stored assignment spreads it, and its generation: a
-    number that changes (increases) whenever that count changes, stored with the assignment
-    so that every slot agrees on both."""
-
-    count: int
-    generation: int
-
-
-@dataclass(frozen=True)
-class Gate:
-    """A worker lock of a partitioned job is taken and renewed under its job's generation.
-
-    A lock under a gate is granted only while the stored assignment's generation of
-    ``job_id`` is ``generation``, and a new generation's first grant waits until every lock
-    taken under the job's earlier generation is free (released, expired, of an earlier
-    incarnation or of a holder whose membership ended ``takeover_grace`` ago): the slots of
-    one generation never run beside those of another.
-    """
-
-    job_id: str
-    generation: int
-
-
-@dataclass(frozen=True)
-class HeartbeatResult:
-    joined: bool  # the member was not in the group before this heartbeat
-    changed: bool  # this heartbeat changed the group's state version
-    version: int  # current state version
-    assignment_version: int  # state version the stored assignment was computed from
-    #: this member's slots (job -> indexes) when the assignment changed since ``seen``, else None
-    slots: dict[str, tuple[int, ...]] | None
-    commands: list[dict[str, Any]] = field(default_factory=list)
-    #: seconds until the soonest heartbeat deadline of another member (None: no other member),
-    #: so a crashed peer is pruned right when it expires, not up to an interval later
-    next_expiry: float | None = None
-    #: the group's incarnation: changes when the backend lost or replaced the group's state
-    #: (restarted empty, restored, failed over) or when a process saw its clock jump
-    incarnation: str = ""
-    #: the backend's clock when it ran the heartbeat (seconds since the epoch)
-    server_time: float | None = None
-    #: why a new incarnation began with this heartbeat ("" when it did not)
-    new_incarnation: str = ""
-    #: every job's count and generation as the stored assignment has them, whenever
-    #: ``slots`` is given (None with it)
-    partitions: dict[str, Partition] | None = None
-
-
-@dataclass(frozen=True)
-class MemberState:
-    identity: str
-    deadline: float  # backend clock, seconds since the epoch
-    traits: dict[str, Any]  # capacity, active, jobs, defaults, started_at, hostname, pid
-    info: dict[str, Any]  # volatile: running slots, errors, restarts
-
-
-@dataclass(frozen=True)
-class GroupSnapshot:
-    """A consistent read of everything the assignment is computed from."""
-
-    version: int
-    assignment_version: int
-    members: list[MemberState]
-    counts: dict[str, int]
-    assignment: dict[str, dict[str, list[int]]]
-    unplaced: dict[str, list[int]]
-    #: the backend's clock when the snapshot was read (seconds since the epoch), if it has one
-    now: float | None = None
-    #: each job's count and generation, stored with the assignment
-    partitions: dict[str, Partition] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Inspection:
-    """Everything of a group that could be read, and what could not (for ``status``)."""
-
-    snapshot: GroupSnapshot  # unreadable parts are left out; an unreadable version reads as 0
-    paused: dict[str, int]
-    problems: list[Problem]
-
-
-@dataclass(frozen=True)
-class RepairReport:
-    """What ``repair`` did, or would do without ``apply``."""
-
-    actions: list[str]  # one line per change
-    counts: dict[str, int]  # readable runtime counts, kept
-    paused: dict[str, int]  # readable pauses (job -> count it resumes to), kept
-    applied: bool
-
-
-@dataclass(frozen=True)
-class Acquired:
-    """A worker lock that was taken: the holder's token and the slot's fencing token."""
-
-    token: str
-    fence: int
-
-
-@dataclass(frozen=True)
-class MigrateResult:
-    """What :meth:`Backend.migrate` did to a backend's tables."""
-
-    outcome: Literal["created", "upgraded", "current"]
-    schema: str
-    database: str
-    previous_version: int | None
-    version: int
 
 
 class StopSignal(Protocol):
@@ -301,6 +182,22 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
+    def set_count_unless_paused(
+        self,
+        job_id: str,
+        *,
+        to: int | None,
+        by: int | None,
+        default: int,
+        maximum: int = MAX_WORKERS,
+    ) -> int | None:
+        """:meth:`set_count`, in one atomic step with the check that the job is not paused:
+        while it is, nothing is written (its count, the count it resumes to and the version
+        stay as they are) and the answer is None. A value :meth:`set_count` would refuse is
+        the same ValueError, paused or not. What the autoscaler writes: a pause, even one
+        that lands while it evaluates, always wins over it."""
+
+    @abc.abstractmethod
     def clear_count(self, job_id: str) -> None:
         """Forget the runtime count so the config's ``workers`` applies again."""
 
@@ -311,7 +208,8 @@ class Backend(abc.ABC):
         nothing) when the job is paused already. A count to remember above ``maximum`` is a
         ValueError and nothing changes.
 
-        Setting or clearing the count of a paused job ends its pause.
+        Setting or clearing the count of a paused job ends its pause
+        (:meth:`set_count_unless_paused` does not).
         """
 
     @abc.abstractmethod

@@ -25,6 +25,7 @@ __all__ = [
     "CORRUPT",
     "HARD_LIMIT",
     "NOT_A_COUNT",
+    "PAUSED",
     "argument",
     "ceiling",
     "count_to_pause",
@@ -43,6 +44,8 @@ CORRUPT = -1  # the stored value is not a count; value: what is stored
 NOT_A_COUNT = -2  # the given to/by is not an integer in range; value: as given
 BAD_DEFAULT = -3  # the default count (the config's workers) is not a count; value: as given
 ABOVE_CEILING = -4  # the count would be above the ceiling; value: that count
+#: A set unless paused found the job paused and wrote nothing (not a refusal: it answers None).
+PAUSED = 2
 
 Operation = Literal["set", "pause", "resume"]
 
@@ -93,14 +96,15 @@ def outcome(
     where: str = "",
 ) -> int | None:
     """The result of a count write: the count for status 1, None for status 0 of pause and
-    resume, else ValueError (a refused value) or CorruptStateError (bad stored data).
+    resume and for PAUSED of a set unless paused, else ValueError (a refused value) or
+    CorruptStateError (bad stored data).
 
     ``where`` names the stored value for corrupt-data messages.
     """
     top = _show(limit)
     if status == 1:
         return int(str(value))
-    if status == 0 and operation != "set":
+    if (status == 0 and operation != "set") or (status == PAUSED and operation == "set"):
         return None
     if status == 0:
         raise ValueError(

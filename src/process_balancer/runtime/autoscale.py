@@ -8,9 +8,10 @@ holder, so when the holder dies a peer takes it over ``takeover_grace`` after th
 membership expired; the holder renews it at every pass and releases it when its process goes
 quiet or stops. The holder calls ``desired_workers()`` on an instance of the job made for
 it (``worker_index`` -1: it holds no slot), clamps the answer to ``[min, max]`` and writes
-the count as ``process-balancer scale`` does. A paused job is left alone: the operator's
-pause wins until ``resume``. Each decision is published in the process's heartbeat info,
-where ``status`` reads it.
+the count as ``process-balancer scale`` does, unless the job is paused: the operator's pause
+wins until ``resume``, even one that lands while ``desired_workers()`` runs (the write checks
+it in the same atomic step: ``Backend.set_count_unless_paused``). Each decision is published
+in the process's heartbeat info, where ``status`` reads it.
 """
 
 from __future__ import annotations
@@ -213,12 +214,7 @@ class Autoscaler:
         if desired is None:
             return
         if job.job_id in self.backend.paused_counts():
-            self._decide(state, "paused", desired=desired)
-            if not state.paused:
-                logger.info(
-                    "autoscale: job %s is paused; not scaling it until it is resumed", job.job_id
-                )
-            state.paused = True
+            self._paused(job, state, desired)
             return
         if state.paused:
             logger.info("autoscale: job %s was resumed; scaling it again", job.job_id)
@@ -240,12 +236,17 @@ class Autoscaler:
         if not self._renew(job, state):
             return
         try:
-            count = self.backend.set_count(
+            # A pause that landed since the check above wins: the write leaves a paused job
+            # as it is, in the same atomic step.
+            count = self.backend.set_count_unless_paused(
                 job.job_id, to=target, by=None, default=job.default, maximum=job.maximum
             )
         except ValueError as exc:
             self._decide(state, "error", desired=desired, target=target, error=str(exc))
             self._report(job, state, f"the count could not be set: {exc}")
+            return
+        if count is None:
+            self._paused(job, state, desired)
             return
         rebalance(self.backend)
         state.since = now
@@ -261,6 +262,14 @@ class Autoscaler:
             clamped,
             self.identity,
         )
+
+    def _paused(self, job: AutoscaledJob, state: _JobState, desired: int) -> None:
+        self._decide(state, "paused", desired=desired)
+        if not state.paused:
+            logger.info(
+                "autoscale: job %s is paused; not scaling it until it is resumed", job.job_id
+            )
+        state.paused = True
 
     def _renew(self, job: AutoscaledJob, state: _JobState) -> bool:
         """Extend the lock; False (and the lock forgotten) when it is no longer ours."""

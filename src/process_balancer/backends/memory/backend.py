@@ -279,6 +279,22 @@ class MemoryBackend(MemoryLocks, Backend):
         with self._group() as (group, _):
             count = group.set_count(job_id, to, by, default, maximum, self._where)
             self._bump(group)
+        assert count is not None
+        return count
+
+    def set_count_unless_paused(
+        self,
+        job_id: str,
+        *,
+        to: int | None,
+        by: int | None,
+        default: int,
+        maximum: int = MAX_WORKERS,
+    ) -> int | None:
+        with self._group() as (group, _):
+            count = group.set_count(job_id, to, by, default, maximum, self._where, True)
+            if count is not None:
+                self._bump(group)
         return count
 
     def clear_count(self, job_id: str) -> None:

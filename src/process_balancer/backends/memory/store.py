@@ -198,9 +198,17 @@ class Group:
     # returned.
 
     def set_count(
-        self, job_id: str, to: object, by: object, default: object, maximum: object, where: Where
-    ) -> int:
-        """Set or change the count (see Backend.set_count); ValueError when refused."""
+        self,
+        job_id: str,
+        to: object,
+        by: object,
+        default: object,
+        maximum: object,
+        where: Where,
+        unless_paused: bool = False,
+    ) -> int | None:
+        """Set or change the count (see Backend.set_count); ValueError when refused. None
+        (nothing written) when ``unless_paused`` and the job is paused."""
         new = count_to_set(
             job_id,
             lambda: self.counts.get(job_id),
@@ -210,6 +218,8 @@ class Group:
             maximum=maximum,
             where=where("counts", job_id),
         )
+        if unless_paused and job_id in self.paused:
+            return None
         self.counts[job_id] = new
         # A count set while the job is paused ends the pause: the latest word wins.
         self.paused.pop(job_id, None)

@@ -215,6 +215,31 @@ class PostgresBackend(PostgresLocks, PostgresCommands):
         default: int,
         maximum: int = MAX_WORKERS,
     ) -> int:
+        count = self._set_count(job_id, to, by, default, maximum, unless_paused=False)
+        assert count is not None
+        return count
+
+    def set_count_unless_paused(
+        self,
+        job_id: str,
+        *,
+        to: int | None,
+        by: int | None,
+        default: int,
+        maximum: int = MAX_WORKERS,
+    ) -> int | None:
+        return self._set_count(job_id, to, by, default, maximum, unless_paused=True)
+
+    def _set_count(
+        self,
+        job_id: str,
+        to: object,
+        by: object,
+        default: object,
+        maximum: object,
+        *,
+        unless_paused: bool,
+    ) -> int | None:
         mode, value = ("to", to) if to is not None else ("by", by)
         status, result, limit = self._fetch(
             "set_count",
@@ -226,12 +251,11 @@ class PostgresBackend(PostgresLocks, PostgresCommands):
                 argument(default),
                 self.channel,
                 argument(maximum),
+                unless_paused,
             ),
         )
         where = self._where("pb_counts", job_id)
-        count = outcome("set", job_id, status, result, limit, to=to, by=by, where=where)
-        assert count is not None
-        return count
+        return outcome("set", job_id, status, result, limit, to=to, by=by, where=where)
 
     def clear_count(self, job_id: str) -> None:
         self._fetch("clear_count", (self.namespace, job_id, self.channel))

@@ -74,7 +74,7 @@ class PostgresClient(Backend):
             name: f"SELECT * FROM {self._s}.pb_{name}({', '.join(['%s'] * arity)})"
             for name, arity in (
                 ("leave", 3),
-                ("set_count", 7),
+                ("set_count", 8),
                 ("clear_count", 3),
                 ("pause", 5),
                 ("resume", 4),

@@ -28,8 +28,9 @@ logger = logging.getLogger(__name__)
 #: while the group's incarnation was begun by another server (a restore or a failover since).
 #: 4: partitioned jobs: pb_groups.partitions (each job's count and generation, written with the
 #: assignment and returned with a heartbeat's slots) and pb_gates (the generation gate of
-#: worker locks taken under a job's generation).
-SCHEMA_VERSION = 4
+#: worker locks taken under a job's generation). 5: pb_set_count takes p_unless_paused (leave a
+#: paused job as it is, for the autoscaler); its version-4 signature stays, setting as before.
+SCHEMA_VERSION = 5
 
 TABLES = (
     "pb_schema",

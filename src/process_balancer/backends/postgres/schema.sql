@@ -497,11 +497,13 @@ $$;
 -- Set ('to') or change ('by') a job's count. Returns (status, value, ceiling), the statuses of
 -- backends/counts.py: 1 stored (value: the new count); 0 would be negative (value: the
 -- current count); -2 the given value is not an integer in range; -3 the default is not a
--- count; -4 the result would be above the ceiling. Only status 1 writes. Setting a count
--- ends a pause.
+-- count; -4 the result would be above the ceiling; 2 the job is paused and p_unless_paused
+-- asked to leave it so (checked after the value, so a refused value is refused paused or
+-- not). Only status 1 writes. Setting a count ends a pause.
 CREATE OR REPLACE FUNCTION {schema}.pb_set_count(
     p_namespace text, p_job_id text, p_mode text, p_value text, p_default text,
-    p_channel text, p_max text, OUT o_status integer, OUT o_value text, OUT o_ceiling bigint)
+    p_channel text, p_max text, p_unless_paused boolean,
+    OUT o_status integer, OUT o_value text, OUT o_ceiling bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_current bigint;
@@ -547,12 +549,28 @@ BEGIN
             RETURN;
         END IF;
     END IF;
+    IF p_unless_paused AND EXISTS (
+        SELECT 1 FROM {schema}.pb_counts c
+        WHERE c.namespace = p_namespace AND c.job_id = p_job_id AND c.resume_to IS NOT NULL
+    ) THEN
+        o_status := 2;
+        RETURN;
+    END IF;
     INSERT INTO {schema}.pb_counts AS c (namespace, job_id, count) VALUES (p_namespace, p_job_id, v_new)
     ON CONFLICT (namespace, job_id) DO UPDATE SET count = EXCLUDED.count, resume_to = NULL;
     PERFORM {schema}.pb_bump(p_namespace, p_channel);
     o_status := 1;
     o_value := v_new;
 END $$;
+
+-- Version 4's signature, for a client of that version: sets the count, paused or not.
+CREATE OR REPLACE FUNCTION {schema}.pb_set_count(
+    p_namespace text, p_job_id text, p_mode text, p_value text, p_default text,
+    p_channel text, p_max text, OUT o_status integer, OUT o_value text, OUT o_ceiling bigint)
+LANGUAGE sql AS $$
+    SELECT * FROM {schema}.pb_set_count(
+        p_namespace, p_job_id, p_mode, p_value, p_default, p_channel, p_max, false)
+$$;
 
 CREATE OR REPLACE FUNCTION {schema}.pb_clear_count(
     p_namespace text, p_job_id text, p_channel text)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...config.defaults import MAX_WORKERS
 from ..base import (
     PRUNE_BATCH,
     REPAIR_HINT,
@@ -31,14 +30,12 @@ from ..common import (
     decode_commands,
     hold_ms,
     ms,
-    readable_pauses,
-    runtime_count,
     seconds,
     unplaced_slots,
 )
-from ..counts import argument, outcome
 from .client import KEY_TYPES
 from .commands import RedisCommands
+from .counts import RedisCounts
 from .locks import RedisLocks
 from .repair import plan_repair
 
@@ -50,10 +47,10 @@ def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=False))
 
 
-class RedisBackend(RedisLocks, RedisCommands):
-    """Shared group state in Redis under ``<namespace>:`` keys: membership, the assignment
-    and the worker counts here; worker locks in :mod:`.locks`, remote commands and events in
-    :mod:`.commands`, the connection and its keys in :mod:`.client`."""
+class RedisBackend(RedisCounts, RedisLocks, RedisCommands):
+    """Shared group state in Redis under ``<namespace>:`` keys: membership and the assignment
+    here; worker counts and pauses in :mod:`.counts`, worker locks in :mod:`.locks`, remote
+    commands and events in :mod:`.commands`, the connection and its keys in :mod:`.client`."""
 
     # -- membership --------------------------------------------------------------------------
 
@@ -311,66 +308,6 @@ class RedisBackend(RedisLocks, RedisCommands):
             args,
         )
         return self._status(written)
-
-    # -- worker counts -----------------------------------------------------------------------
-
-    def get_count(self, job_id: str) -> int | None:
-        with self._errors(self._counts):
-            raw = self.client.hget(self._counts, job_id)
-        return runtime_count(raw, f"{self._counts}[{job_id}]")
-
-    def set_count(
-        self,
-        job_id: str,
-        *,
-        to: int | None,
-        by: int | None,
-        default: int,
-        maximum: int = MAX_WORKERS,
-    ) -> int:
-        mode, value = ("to", to) if to is not None else ("by", by)
-        status, result, limit = self._run(
-            "set_count",
-            [self._counts, self._version, self._paused],
-            [job_id, mode, argument(value), argument(default), self.channel, argument(maximum)],
-        )
-        count = outcome("set", job_id, status, result, limit, to=to, by=by, where=self._counts)
-        assert count is not None
-        return count
-
-    def clear_count(self, job_id: str) -> None:
-        with (
-            self._errors(self._counts, self._paused, self._version),
-            self.client.pipeline(transaction=True) as pipe,
-        ):
-            pipe.hdel(self._counts, job_id)
-            pipe.hdel(self._paused, job_id)
-            pipe.incr(self._version)
-            pipe.publish(self.channel, "state")
-            pipe.execute()
-
-    def pause(self, job_id: str, *, default: int, maximum: int = MAX_WORKERS) -> int | None:
-        status, value, limit = self._run(
-            "pause",
-            [self._counts, self._paused, self._version],
-            [job_id, argument(default), self.channel, argument(maximum)],
-        )
-        return outcome("pause", job_id, status, value, limit, where=self._counts)
-
-    def resume(self, job_id: str, *, maximum: int = MAX_WORKERS) -> int | None:
-        status, value, limit = self._run(
-            "resume",
-            [self._counts, self._paused, self._version],
-            [job_id, self.channel, argument(maximum)],
-        )
-        return outcome("resume", job_id, status, value, limit, where=self._paused)
-
-    def paused_counts(self) -> dict[str, int]:
-        with self._errors(self._paused):
-            raw = self.client.hgetall(self._paused)
-        return readable_pauses(
-            (job_id, value, f"{self._paused}[{job_id!s}]") for job_id, value in raw.items()
-        )
 
     def unplaced(self) -> dict[str, list[int]]:
         with self._errors(self._unplaced):

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ...config.defaults import MAX_WORKERS
 from ..base import (
     PRUNE_BATCH,
     Acquired,
@@ -41,7 +40,7 @@ from ..common import (
     unplaced_slots,
 )
 from .connection import Database, Scope, emit, missing_file, seconds, sqlite_path
-from .counts import CountTable
+from .counts import CountMethods, CountTable
 from .events import listen
 from .locks import LockTable
 from .repair import read_group, repair
@@ -58,7 +57,7 @@ def single_host_notice(url: str, *, default: bool) -> str:
     )
 
 
-class SQLiteBackend(Backend):
+class SQLiteBackend(CountMethods, Backend):
     """Shared group state in a SQLite file, rows keyed by ``namespace``."""
 
     multi_host = False
@@ -284,34 +283,6 @@ class SQLiteBackend(Backend):
             )
             emit(conn, ns, "assignment")
         return True
-
-    # -- worker counts -----------------------------------------------------------------------
-
-    def get_count(self, job_id: str) -> int | None:
-        return self._counts.get(job_id)
-
-    def set_count(
-        self,
-        job_id: str,
-        *,
-        to: int | None,
-        by: int | None,
-        default: int,
-        maximum: int = MAX_WORKERS,
-    ) -> int:
-        return self._counts.set(job_id, to=to, by=by, default=default, maximum=maximum)
-
-    def clear_count(self, job_id: str) -> None:
-        self._counts.clear(job_id)
-
-    def pause(self, job_id: str, *, default: int, maximum: int = MAX_WORKERS) -> int | None:
-        return self._counts.pause(job_id, default=default, maximum=maximum)
-
-    def resume(self, job_id: str, *, maximum: int = MAX_WORKERS) -> int | None:
-        return self._counts.resume(job_id, maximum=maximum)
-
-    def paused_counts(self) -> dict[str, int]:
-        return self._counts.paused()
 
     def unplaced(self) -> dict[str, list[int]]:
         with self.db.transaction(write=False) as conn:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from ...config.defaults import MAX_WORKERS
 from ..common import readable_pauses, runtime_count
 from ..counts import count_to_pause, count_to_resume, count_to_set
 from .connection import Scope
@@ -55,8 +56,18 @@ class CountTable:
         where = self.scope.where
         return readable_pauses((job, raw, where("pb_paused", f"job {job!r}")) for job, raw in rows)
 
-    def set(self, job_id: str, *, to: object, by: object, default: object, maximum: object) -> int:
-        """Set or change the count (see Backend.set_count)."""
+    def set(
+        self,
+        job_id: str,
+        *,
+        to: object,
+        by: object,
+        default: object,
+        maximum: object,
+        unless_paused: bool = False,
+    ) -> int | None:
+        """Set or change the count (see Backend.set_count); None (nothing written) when
+        ``unless_paused`` and the job is paused."""
         where = self.scope.where("pb_counts", "count")
         with self.scope.db.transaction() as conn:
             new = count_to_set(
@@ -68,6 +79,8 @@ class CountTable:
                 maximum=maximum,
                 where=where,
             )
+            if unless_paused and self._stored(conn, "pb_paused", job_id) is not None:
+                return None
             self._store(conn, "pb_counts", job_id, new)
             # A count set while the job is paused ends the pause: the latest word wins.
             self._forget(conn, "pb_paused", job_id)
@@ -103,3 +116,51 @@ class CountTable:
             self._forget(conn, "pb_paused", job_id)
             self.scope.bump(conn)
         return count
+
+
+class CountMethods:
+    """The worker-count operations of :class:`~.backend.SQLiteBackend`, on its table."""
+
+    _counts: CountTable
+
+    def get_count(self, job_id: str) -> int | None:
+        return self._counts.get(job_id)
+
+    def set_count(
+        self,
+        job_id: str,
+        *,
+        to: int | None,
+        by: int | None,
+        default: int,
+        maximum: int = MAX_WORKERS,
+    ) -> int:
+        count = self._counts.set(job_id, to=to, by=by, default=default, maximum=maximum)
+        assert count is not None
+        return count
+
+    def set_count_unless_paused(
+        self,
+        job_id: str,
+        *,
+        to: int | None,
+        by: int | None,
+        default: int,
+        maximum: int = MAX_WORKERS,
+    ) -> int | None:
+        counts = self._counts
+        return counts.set(
+            job_id, to=to, by=by, default=default, maximum=maximum, unless_paused=True
+        )
+
+    def clear_count(self, job_id: str) -> None:
+        self._counts.clear(job_id)
+
+    def pause(self, job_id: str, *, default: int, maximum: int = MAX_WORKERS) -> int | None:
+        return self._counts.pause(job_id, default=default, maximum=maximum)
+
+    def resume(self, job_id: str, *, maximum: int = MAX_WORKERS) -> int | None:
+        return self._counts.resume(job_id, maximum=maximum)
+
+    def paused_counts(self) -> dict[str, int]:
+        return self._counts.paused()

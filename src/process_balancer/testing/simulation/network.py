@@ -36,6 +36,7 @@ from ...backends.base import (
 )
 from ...backends.memory import MemoryBackend
 from ...backends.memory.store import MemoryStore
+from ...config.defaults import MAX_WORKERS
 from .scheduler import Scheduler, SimEvent
 
 T = TypeVar("T")
@@ -236,6 +237,22 @@ class SimBackend(Backend):
         return self._call(
             "set_count",
             lambda: self.server.set_count(job_id, to=to, by=by, default=default, maximum=maximum),
+        )
+
+    def set_count_unless_paused(
+        self,
+        job_id: str,
+        *,
+        to: int | None,
+        by: int | None,
+        default: int,
+        maximum: int = MAX_WORKERS,
+    ) -> int | None:
+        return self._call(
+            "set_count_unless_paused",
+            lambda: self.server.set_count_unless_paused(
+                job_id, to=to, by=by, default=default, maximum=maximum
+            ),
         )
 
     def clear_count(self, job_id: str) -> None:

@@ -1,10 +1,13 @@
 -- Set or change a job's worker count; refuses (writes nothing) a count that is not an integer
 -- from 0 to the ceiling. A count set while the job is paused ends the pause: the operator's
--- latest word wins.
+-- latest word wins; unless the caller asks to set it only while the job is not paused (the
+-- autoscaler): then a paused job is left as it is.
 -- KEYS: counts (hash), version, paused (hash)
--- ARGV: job id, 'to' or 'by', value, default count, channel, ceiling (max_workers); numbers
--- as decimal strings, parsed here: Lua numbers are doubles and would round big ones.
--- Returns {status, value, ceiling}: 1 stored (value: the new count); 0 would be negative
+-- ARGV: job id, 'to' or 'by', value, default count, channel, ceiling (max_workers), and '1'
+-- to write nothing while the job is paused (absent: set it all the same); numbers as decimal
+-- strings, parsed here: Lua numbers are doubles and would round big ones.
+-- Returns {status, value, ceiling}: 1 stored (value: the new count); 2 the job is paused and
+-- nothing was written (only with ARGV[7] '1', checked after the value); 0 would be negative
 -- (value: the current count); -1 the stored count is not a count (value: what is stored);
 -- -2 the given value is not an integer in range; -3 the default is not a count; -4 the result
 -- would be above the ceiling (value: the result). See backends/counts.py.
@@ -53,6 +56,9 @@ else
   if new > ceiling then
     return {-4, string.format('%d', new), shown}
   end
+end
+if ARGV[7] == '1' and redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then
+  return {2, '', shown}
 end
 new = string.format('%d', new)
 redis.call('HSET', KEYS[1], ARGV[1], new)
