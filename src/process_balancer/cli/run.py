@@ -11,10 +11,22 @@ import click
 from ..backends import BackendError, open_backend
 from ..config import checks, defaults
 from ..config.loader import add_cwd_to_path, require
-from ..config.schema import ConfigError, load_config, resolve_job_classes
+from ..config.schema import ConfigError, Settings, load_config, resolve_job_classes
 from .common import config_options, fail
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"
+
+
+def with_flags(
+    settings: Settings, extra_tags: tuple[str, ...], stable_identity: str | None
+) -> Settings:
+    """The settings with ``run``'s flags applied: tags are added, a stable identity wins."""
+    if extra_tags:
+        merged = tuple(sorted({*settings.tags, *extra_tags}))
+        settings = dataclasses.replace(settings, tags=merged)
+    if stable_identity is not None:
+        settings = dataclasses.replace(settings, stable_identity=stable_identity)
+    return settings
 
 
 @click.command()
@@ -37,11 +49,20 @@ LOG_FORMAT = "%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"
     help="A tag of this process, added to the config's `tags:`; jobs may require or prefer "
     "tags (`placement:`). Repeatable.",
 )
+@click.option(
+    "--stable-identity",
+    "stable_identity",
+    metavar="NAME",
+    help="Join as member NAME on every run (e.g. a StatefulSet pod's name), so a restart "
+    "within process_expiry gets the same slots back; overrides the config's "
+    "`stable_identity:`.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def run(
     config_file: str | None,
     requires: tuple[str, ...],
     tags: tuple[str, ...],
+    stable_identity: str | None,
     environment: str | None,
     verbose: bool,
 ) -> None:
@@ -64,12 +85,15 @@ def run(
         extra_tags = checks.tags(list(tags))
     except checks.Invalid as exc:
         fail(f"--tag: {exc}")
+    if stable_identity is not None:
+        try:
+            checks.stable_identity(stable_identity)
+        except checks.Invalid as exc:
+            fail(f"--stable-identity: {exc}")
     try:
         add_cwd_to_path()
         settings = load_config(config_file, env=environment)
-        if extra_tags:
-            merged = tuple(sorted({*settings.tags, *extra_tags}))
-            settings = dataclasses.replace(settings, tags=merged)
+        settings = with_flags(settings, extra_tags, stable_identity)
         for target in requires:
             require(target)
         job_classes = resolve_job_classes(settings)
@@ -105,6 +129,10 @@ def run(
         logging.getLogger(__name__).info(notice)
     if settings.tags:
         logging.getLogger(__name__).info("this process's tags: %s", ", ".join(settings.tags))
+    if manager.stable is not None:
+        logging.getLogger(__name__).info(
+            "stable identity %s, instance %s", manager.stable.name, manager.stable.instance
+        )
     try:
         code = manager.run()
     except (BackendError, MetricsServerError) as exc:

@@ -70,6 +70,12 @@ def problems_table(status: Mapping[str, Any]) -> Table:
     return table
 
 
+def _member(proc: Mapping[str, Any]) -> str:
+    """The identity, with the run's instance when the process has a stable identity."""
+    instance = proc.get("instance")
+    return f"{proc['identity']}#{instance}" if instance else str(proc["identity"])
+
+
 def processes_table(status: Mapping[str, Any]) -> Table:
     now = status["generated_at"]
     table = Table(title="Processes", title_justify="left", box=box.SIMPLE_HEAD)
@@ -93,12 +99,15 @@ def processes_table(status: Mapping[str, Any]) -> Table:
         busy = sum(len(v) for v in proc["running"].values())
         capacity = proc["capacity"] if proc["capacity"] is not None else "?"
         cells = [
-            _text(proc["identity"]),
+            _text(_member(proc)),
             _text(proc["hostname"] or "?"),
             _text(proc["pid"] if proc["pid"] is not None else "?"),
             _text(_started(proc["started_at"], now)),
             _text(f"{duration(proc['heartbeat_age'])} ago"),
-            _text(proc["state"], _STATE_STYLES.get(proc["state"], "")),
+            _text(
+                f"{proc['state']} (handed over)" if proc.get("handed_over") else proc["state"],
+                _STATE_STYLES.get(proc["state"], ""),
+            ),
             _text(f"{busy}/{capacity}"),
             _per_job(proc["running"]),
             _text(", ".join(proc.get("tags", ())) or "-"),

@@ -148,6 +148,10 @@ def process_status(
         "identity": member.identity,
         "hostname": _text(traits.get("hostname")),
         "pid": _integer(traits.get("pid")),
+        # A stable identity's run, and whether it stopped and handed its slots over.
+        "instance": _text(traits.get("instance")),
+        "handed_over": isinstance(traits.get("instance"), str)
+        and info.get("handoff") == traits.get("instance"),
         "started_at": _number(traits.get("started_at")),
         "heartbeat_age": _age(now, _number(info.get("heartbeat_at"))),
         "expires_in": round(member.deadline - now, 3),

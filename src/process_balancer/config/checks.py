@@ -21,6 +21,8 @@ NAME = re.compile(r"[A-Za-z0-9_.-]+")
 #: A process tag: ``gpu``, ``eu-west``, ``zone=eu-west-1a``, ``team/search``.
 TAG = re.compile(r"[A-Za-z0-9_.:=/-]{1,100}")
 TAG_RULE = "a tag is 1 to 100 letters, digits and '_', '.', '-', ':', '=', '/'"
+#: A stable identity: the member name every run of one logical process uses.
+STABLE_IDENTITY = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 #: Most tags one list may hold: they travel with every heartbeat's traits.
 MAX_TAGS = 100
 
@@ -104,6 +106,18 @@ def tags(value: object) -> tuple[str, ...]:
         if not isinstance(item, str) or not TAG.fullmatch(item):
             raise Invalid(f"{show(item)} is not a tag: {TAG_RULE}")
     return tuple(sorted(set(value)))
+
+
+def stable_identity(value: object) -> str | None:
+    """A stable identity such as ``worker-0`` (null: none, each run is a new member)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not STABLE_IDENTITY.fullmatch(value):
+        raise Invalid(
+            "must be 1 to 200 letters, digits and '_', '.', '-', ':' (no '#', which separates "
+            f"a run's instance), such as 'worker-0' or the pod's name, got {show(value)}"
+        )
+    return value
 
 
 def weight(value: object) -> float:
@@ -204,6 +218,7 @@ SETTINGS_CHECKS: dict[str, Callable[[object], Any]] = {
     "metrics_host": host,
     "max_workers": max_workers,
     "tags": tags,
+    "stable_identity": stable_identity,
 }
 
 

@@ -48,6 +48,7 @@ SETTINGS_KEYS = (
     "metrics_host",
     "max_workers",
     "tags",
+    "stable_identity",
 )
 
 
@@ -72,6 +73,9 @@ class Settings:
     #: This process's tags (``tags:`` and ``run --tag``), sorted; jobs may require or prefer
     #: some of them (``placement:``).
     tags: tuple[str, ...] = ()
+    #: The member identity of every run of this logical process (``stable_identity:`` and
+    #: ``run --stable-identity``); None: each run joins as a new member.
+    stable_identity: str | None = None
 
     def max_workers_of(self, job_id: str) -> int:
         """The ceiling of ``job_id``'s count: its own ``max_workers`` when this config has the
@@ -174,6 +178,7 @@ def _build(
         metrics_host=get("metrics_host", defaults.METRICS_HOST),
         max_workers=get("max_workers", defaults.MAX_WORKERS),
         tags=get("tags", ()),
+        stable_identity=get("stable_identity", None),
     )
 
 

@@ -22,6 +22,8 @@ from .wakeups import Notifier
 if TYPE_CHECKING:
     from ..config.schema import Settings
     from .autoscale import Autoscaler
+    from .leases import Lease
+    from .stable import StableRun
     from .supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class Controls:
     observers see (a mixin of Manager)."""
 
     identity: str
+    stable: StableRun | None
     backend: Backend
     notifier: Notifier
     kernel: Kernel
@@ -143,6 +146,30 @@ class Controls:
     def _on_dump_signal(self, signum: int, frame: FrameType | None) -> None:
         self.request_dump()
 
+    def _report_unreachable(self, exc: BackendError, failures: int) -> None:
+        """Say plainly, once and then every 30 attempts, that the backend cannot be reached
+        before this process ever joined: nothing runs until it answers."""
+        if failures == 1 or failures % 30 == 0:
+            logger.warning(
+                "cannot reach %s; retrying every %gs until it answers (attempt %d); no job runs "
+                "before this process has joined the group",
+                str(exc).rstrip(". "),
+                self.settings.heartbeat_interval,
+                failures,
+            )
+
+    def _partitioned(self, job_id: str) -> bool:
+        entry = self.jobs[job_id]
+        chosen = entry.config.partitioned
+        return bool(entry.job_class.partitioned) if chosen is None else chosen
+
+    def _lease_lost(self, lease: Lease) -> None:
+        logger.warning(
+            "worker lock %s lost (%s); its iteration stops at the next record",
+            lease.driver.context.name,
+            lease.lost_reason,
+        )
+
     # -- operations: state read by probes and metrics, command acknowledgements -------------
 
     def _observe_iteration(self, job_id: str, seconds: float) -> None:
@@ -171,7 +198,9 @@ class Controls:
     def _traits(self) -> dict[str, Any]:
         return {
             "capacity": self.settings.max_threads,
-            "active": not (self._quiet or self._stopping),
+            # A stopping run of a stable identity stays active for the assignment: its slots
+            # wait for the next run of its name instead of moving to peers.
+            "active": not (self._quiet or (self._stopping and self.stable is None)),
             "quiet": self._quiet,
             "stopping": self._stopping,
             "jobs": sorted(self.jobs),
@@ -183,6 +212,7 @@ class Controls:
             "pid": os.getpid(),
             "started_at": self.started_at,
             **self.settings.placement_traits(),
+            **({"instance": self.stable.instance} if self.stable else {}),
         }
 
     def _info(self) -> dict[str, Any]:

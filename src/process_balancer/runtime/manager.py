@@ -15,8 +15,9 @@ from .autoscale import Autoscaler, autoscaled_jobs
 from .clock_watch import ServerClockWatch
 from .control import Controls, make_identity, thread_dump
 from .kernel import SYSTEM, Kernel
-from .leases import Lease, LeaseKeeper, Membership
+from .leases import LeaseKeeper, Membership
 from .observer import Observer
+from .stable import StableRun, await_name, handoff
 from .supervisor import Supervisor
 from .wakeups import Notifier
 from .workers.base import WorkerSpec
@@ -53,7 +54,13 @@ class Manager(Controls):
         self.kernel = kernel
         self._monotonic = kernel.monotonic
         self.backend = backend
-        self.identity = identity or make_identity()
+        #: A stable identity's run (its name and this run's instance), or None.
+        self.stable = (
+            StableRun.start(settings.stable_identity) if settings.stable_identity else None
+        )
+        self.identity = self.stable.name if self.stable else identity or make_identity()
+        #: The holder of this run's locks: ``NAME#<instance>`` with a stable identity.
+        self.holder = self.stable.holder if self.stable else self.identity
         self.jobs = {
             job_id: JobEntry(config, job_classes[job_id])
             for job_id, config in settings.jobs.items()
@@ -102,7 +109,7 @@ class Manager(Controls):
             kernel=kernel,
         )
         jobs = autoscaled_jobs(settings.jobs, job_classes)
-        self.autoscaler = Autoscaler(backend, self.identity, jobs, kernel=kernel)
+        self.autoscaler = Autoscaler(backend, self.holder, jobs, kernel=kernel)
         #: Told of heartbeats and iterations (metrics, probes); see runtime/observer.py.
         self.observers = list(observers)
 
@@ -137,6 +144,10 @@ class Manager(Controls):
             self.settings.max_threads,
             ", ".join(sorted(self.jobs)) or "(none)",
         )
+        if self.stable is not None and not await_name(self, self.stable):
+            self._listener_stop.set()
+            self.keeper.stop()
+            return 0
         stop_deadline: float | None = None
         failures = 0
         while True:
@@ -211,18 +222,6 @@ class Manager(Controls):
             self._wake.wait(timeout)
         self._leave()
         return 0
-
-    def _report_unreachable(self, exc: BackendError, failures: int) -> None:
-        """Say plainly, once and then every 30 attempts, that the backend cannot be reached
-        before this process ever joined: nothing runs until it answers."""
-        if failures == 1 or failures % 30 == 0:
-            logger.warning(
-                "cannot reach %s; retrying every %gs until it answers (attempt %d); no job runs "
-                "before this process has joined the group",
-                str(exc).rstrip(". "),
-                self.settings.heartbeat_interval,
-                failures,
-            )
 
     @property
     def _hold(self) -> float:
@@ -351,6 +350,11 @@ class Manager(Controls):
     def _leave(self) -> None:
         self._listener_stop.set()
         self.keeper.stop()
+        if self.stable is not None:
+            # Its slots stay assigned to its name, idle, for the next run of it.
+            handoff(self, self.stable)
+            self.membership.revoke()
+            return
         try:
             self.backend.leave(self.identity)
             rebalance(self.backend)
@@ -370,7 +374,7 @@ class Manager(Controls):
             namespace=self.settings.namespace,
             job_id=job_id,
             worker_index=index,
-            holder=self.identity,
+            holder=self.holder,
             ttl=entry.config.runtime_lock_timeout,
             options=entry.config.options,
             grace=entry.config.takeover_grace,
@@ -387,16 +391,4 @@ class Manager(Controls):
             kind=entry.config.worker,
             max_iteration_time=entry.config.max_iteration_time,
             partitioned=self._partitioned(job_id),
-        )
-
-    def _partitioned(self, job_id: str) -> bool:
-        entry = self.jobs[job_id]
-        chosen = entry.config.partitioned
-        return bool(entry.job_class.partitioned) if chosen is None else chosen
-
-    def _lease_lost(self, lease: Lease) -> None:
-        logger.warning(
-            "worker lock %s lost (%s); its iteration stops at the next record",
-            lease.driver.context.name,
-            lease.lost_reason,
         )

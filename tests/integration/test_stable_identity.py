@@ -1,0 +1,99 @@
+"""Stable identities with real ``process-balancer run`` processes on Redis: a clean restart
+gets the same slots back without moving any, a crashed run's successor waits for it, and a
+second live process with the same name runs nothing."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from support.harness import IterationLog, Process, running_by_pid, settled, wait_until
+
+pytestmark = pytest.mark.backends("redis")
+
+JOB = {"class": "support.jobs:RecordingJob", "records": 2, "record_time": 0.025}
+
+
+def slots_of(log: IterationLog, pid: int, since: float) -> set[int]:
+    return running_by_pid(log, since).get(pid, set())
+
+
+def test_a_clean_restart_within_process_expiry_gets_the_same_slots_and_moves_none(
+    group_config: Callable[..., Path],
+    spawn: Callable[..., Process],
+    iteration_log: IterationLog,
+) -> None:
+    config = group_config({"q": {**JOB, "workers": 6}}, heartbeat_interval=0.5, process_expiry=8)
+    a = spawn(config, "a", "--stable-identity", "a")
+    b = spawn(config, "b", "--stable-identity", "b")
+    wait_until(settled(iteration_log, {a.pid: 3, b.pid: 3}), 20, message="3/3")
+    # Whichever joined first ran every slot until the other joined: count from here.
+    began = time.time() - 0.6
+    mine = slots_of(iteration_log, a.pid, time.time() - 0.6)
+    theirs = slots_of(iteration_log, b.pid, time.time() - 0.6)
+    assert mine | theirs == set(range(6)) and not mine & theirs
+
+    a.send(signal.SIGTERM)
+    assert a.wait(20) == 0
+    assert "stopped and handed over" in a.log()
+    again = spawn(config, "a2", "--stable-identity", "a")
+    wait_until(settled(iteration_log, {again.pid: 3, b.pid: 3}), 20, message="a back, 3/3")
+
+    assert "handed its slots over" in again.log()
+    assert "did not hand over" not in again.log()
+    # The new run of a runs exactly a's slots, and b never ran any of them: nothing moved.
+    ran = running_by_pid(iteration_log, began)
+    assert ran == {a.pid: mine, b.pid: theirs, again.pid: mine}, (mine, theirs)
+    assert iteration_log.overlaps() == []
+
+
+def test_a_crashed_runs_successor_waits_for_it_then_runs_without_overlap(
+    group_config: Callable[..., Path],
+    spawn: Callable[..., Process],
+    iteration_log: IterationLog,
+) -> None:
+    config = group_config(
+        {"q": {**JOB, "workers": 4, "runtime_lock_timeout": 3, "takeover_grace": 0.5}},
+        heartbeat_interval=0.3,
+        process_expiry=2,
+    )
+    a = spawn(config, "a", "--stable-identity", "a")
+    b = spawn(config, "b")
+    wait_until(settled(iteration_log, {a.pid: 2, b.pid: 2}), 20, message="2/2")
+    a.kill()
+    iteration_log.dead[a.pid] = a.died_at or time.time()
+    again = spawn(config, "a2", "--stable-identity", "a")
+    wait_until(lambda: "did not hand over" in again.log(), 15, message="the new run says it waits")
+    wait_until(
+        settled(iteration_log, {again.pid: 2, b.pid: 2}), 30, message="the new run runs, 2/2"
+    )
+    assert "two processes use the same stable identity" not in again.log()
+    assert iteration_log.overlaps() == []
+
+
+def test_a_second_live_process_with_the_same_name_runs_nothing_and_says_why(
+    group_config: Callable[..., Path],
+    spawn: Callable[..., Process],
+    iteration_log: IterationLog,
+) -> None:
+    config = group_config({"q": {**JOB, "workers": 3}}, heartbeat_interval=0.3, process_expiry=1)
+    a = spawn(config, "a", "--stable-identity", "a")
+    wait_until(settled(iteration_log, {a.pid: 3}), 20, message="a runs 3")
+    twin = spawn(config, "twin", "--stable-identity", "a")
+    wait_until(
+        lambda: "two processes use the same stable identity" in twin.log(),
+        20,
+        message="the twin reports the duplicate name",
+    )
+    assert "ERROR" in twin.log()
+    assert settled(iteration_log, {a.pid: 3})()
+    # A stop request while it waits exits cleanly, never having joined.
+    twin.send(signal.SIGTERM)
+    assert twin.wait(20) == 0
+    assert "exiting without joining" in twin.log()
+    assert twin.pid not in {event["pid"] for event in iteration_log.events()}
+    assert iteration_log.overlaps() == []
