@@ -3,6 +3,7 @@ gate rows it did not write, repair, and a file written before either existed."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from process_balancer.backends import CorruptStateError, Gate, Partition
+from process_balancer.backends import Gate, Partition
 from process_balancer.backends.sqlite.backend import SQLiteBackend
 from process_balancer.backends.sqlite.connection import sqlite_path
 
@@ -43,7 +44,7 @@ def beat(backend: SQLiteBackend, identity: str) -> None:
 
 
 def test_unreadable_partitions_are_named_and_repair_removes_them_keeping_counts(
-    backend: SQLiteBackend, db: sqlite3.Connection
+    backend: SQLiteBackend, db: sqlite3.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     beat(backend, "a")
     backend.set_count("j", to=3, by=None, default=2)
@@ -51,9 +52,15 @@ def test_unreadable_partitions_are_named_and_repair_removes_them_keeping_counts(
     assert backend.write_assignment(version, {"a": {"j": (0,)}}, {}, {"j": Partition(1, 4)})
     db.execute("UPDATE pb_groups SET partitions = '{\"j\": [1]}' WHERE namespace = 'ns'")
     where = "table pb_groups, namespace 'ns', partitions"
-    with pytest.raises(CorruptStateError, match=where) as raised:
-        beat(backend, "a")
-    assert "process-balancer repair" in str(raised.value)
+    # The heartbeat goes on, its slots without partitions (the runner then asks for a new
+    # assignment), and says once where they are and what fixes them.
+    with caplog.at_level(logging.ERROR):
+        result = backend.heartbeat(
+            "a", traits=TRAITS, info={}, expiry=3.0, seen_assignment_version=-1
+        )
+    assert result.slots is not None and result.partitions is None
+    said = [r.getMessage() for r in caplog.records]
+    assert any(where in m and "process-balancer repair" in m for m in said)
     problems = backend.inspect().problems
     assert [p.part for p in problems] == ["partitions"]
     assert where in problems[0].where

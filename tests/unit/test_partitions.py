@@ -185,3 +185,37 @@ def test_a_new_count_cuts_the_old_generation_at_a_record_and_starts_the_new(
     assert events[new_start][3] > events[0][3]  # type: ignore[operator]
     # Cut at a record boundary: an old iteration left to its end takes 5 s.
     assert took < 2.5
+
+
+def test_unreadable_partitions_are_rewritten_and_the_partitioned_job_runs_again(
+    settings: Any,
+) -> None:
+    """Garbage in the stored partitions does not stop heartbeats: the process asks for a new
+    assignment, which stores readable ones, and the partitioned job runs under them."""
+    settings = replace(settings, heartbeat_interval=0.05)
+    backend = MemoryBackend(settings.backend, settings.namespace)
+    manager = Manager(settings, {"t": Sharded}, backend, handle_signals=False)
+    runner = threading.Thread(target=manager.run)
+    runner.start()
+    try:
+        deadline = time.time() + 10
+        while len({s[0] for s in Sharded.seen if s[2] == 2}) < 2 and time.time() < deadline:
+            time.sleep(0.01)
+        with backend._group() as (group, _):
+            group.partitions = "\x00garbage{["
+            # The assignment stays current: nothing but this process's reading of the garbage
+            # can start a new one. It reads its slots (and the partitions) again.
+            manager._seen_assignment_version = -1
+        Sharded.seen.clear()
+        while time.time() < deadline:
+            stored = backend.snapshot().partitions
+            if stored and {s[0] for s in Sharded.seen if s[1] == 0} == {0, 1}:
+                break
+            time.sleep(0.01)
+        stored = backend.snapshot().partitions
+    finally:
+        manager.request_stop()
+        runner.join(10)
+        backend.close()
+    assert stored["t"].count == 2
+    assert {s[0] for s in Sharded.seen if s[1] == 0} == {0, 1}

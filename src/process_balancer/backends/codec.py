@@ -176,6 +176,21 @@ def parse_partitions(raw: Any, where: str) -> dict[str, Partition]:
     return partitions
 
 
+def heartbeat_partitions(raw: Any, where: str) -> dict[str, Partition] | None:
+    """Stored partitions as a heartbeat returns them: None (logged once) when they cannot be
+    read. They are derived state, rewritten with the next assignment, so a heartbeat does not
+    fail on them: the caller asks the group for a new assignment (see the runtime's
+    ``partitions_unreadable`` trait) and runs no partitioned slot until then."""
+    try:
+        return parse_partitions(raw, where)
+    except CorruptStateError as exc:
+        report_once(
+            f"{exc}; no slot of a partitioned job starts until the group stores new ones, "
+            "which the next assignment does (asked for now)"
+        )
+        return None
+
+
 def dump_partitions(partitions: Any) -> str:
     """Partitions as stored: ``{job: [count, generation]}`` as compact JSON."""
     return dumps({job: [p.count, p.generation] for job, p in (partitions or {}).items()})

@@ -70,7 +70,8 @@ class HeartbeatResult:
     #: why a new incarnation began with this heartbeat ("" when it did not)
     new_incarnation: str = ""
     #: every job's count and generation as the stored assignment has them, whenever
-    #: ``slots`` is given (None with it)
+    #: ``slots`` is given (None without it, and with it when they cannot be read: the caller
+    #: then asks for a new assignment, which rewrites them)
     partitions: dict[str, Partition] | None = None
 
 

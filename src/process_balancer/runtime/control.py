@@ -61,6 +61,7 @@ class Controls:
     _signals_seen: int
     _joined_once: bool
     _stopping: bool
+    _partitions_unreadable: bool
     jobs: dict[str, Any]
     observers: list[Observer]
     settings: Settings
@@ -213,6 +214,9 @@ class Controls:
             "started_at": self.started_at,
             **self.settings.placement_traits(),
             **({"instance": self.stable.instance} if self.stable else {}),
+            # Changes the state, so the group writes a new assignment (and with it readable
+            # partitions) at once; dropped again once they are read.
+            **({"partitions_unreadable": True} if self._partitions_unreadable else {}),
         }
 
     def _info(self) -> dict[str, Any]:

@@ -90,6 +90,8 @@ class Manager(Controls):
         self._slots: dict[str, tuple[int, ...]] = {}
         #: Every job's count and generation, as the stored assignment has them.
         self._partitions: dict[str, Partition] = {}
+        #: The stored partitions could not be read: a trait asks for a new assignment.
+        self._partitions_unreadable = False
         self._stale_since: float | None = None
         #: The group's incarnation and the highest state version seen in it: reported with
         #: every heartbeat so that a backend that lost or rolled back the state is noticed.
@@ -302,6 +304,7 @@ class Manager(Controls):
         if result.slots is not None:
             self._slots = result.slots
             self._partitions = result.partitions or {}
+            self._partitions_unreadable = result.partitions is None
             self._seen_assignment_version = result.assignment_version
         if result.version != result.assignment_version:
             now = self._monotonic()
@@ -343,6 +346,7 @@ class Manager(Controls):
             version, assignment, partitions = written
             self._slots = dict(assignment.for_member(self.identity))
             self._partitions = partitions
+            self._partitions_unreadable = False
             self._seen_assignment_version = version
             self._stale_since = None
             logger.info("assignment %d stored; this process runs %s", version, self._slots)

@@ -31,7 +31,7 @@ from ..base import (
     RepairReport,
     StopSignal,
 )
-from ..codec import decode_group, dump_partitions, integer, parse_partitions
+from ..codec import decode_group, dump_partitions, heartbeat_partitions, integer
 from ..codec import dumps as _dumps
 from ..codec import parse_slots as _parse_slots
 from ..common import (
@@ -161,7 +161,7 @@ class MemoryBackend(MemoryLocks, Backend):
         slots = partitions = None
         if slots_raw is not None:
             slots = _parse_slots(slots_raw, self._where("assignment", identity))
-            partitions = parse_partitions(partitions_raw, self._where("partitions"))
+            partitions = heartbeat_partitions(partitions_raw, self._where("partitions"))
         return HeartbeatResult(
             joined=joined,
             changed=changed,

@@ -24,7 +24,7 @@ from ..base import (
     Partition,
     RepairReport,
 )
-from ..codec import RawGroup, RawMember, decode_group, dump_partitions, parse_partitions
+from ..codec import RawGroup, RawMember, decode_group, dump_partitions, heartbeat_partitions
 from ..codec import dumps as _dumps
 from ..codec import parse_slots as _parse_slots
 from ..common import (
@@ -96,7 +96,7 @@ class PostgresBackend(PostgresLocks, PostgresCommands):
         slots = partitions = None
         if slots_raw is not None:
             slots = _parse_slots(slots_raw, self._where("pb_assignments", identity))
-            partitions = parse_partitions(partitions_raw, self._group_where("partitions"))
+            partitions = heartbeat_partitions(partitions_raw, self._group_where("partitions"))
         return HeartbeatResult(
             joined=bool(joined),
             changed=bool(changed),

@@ -7,7 +7,6 @@ from typing import Any
 
 from ..base import (
     PRUNE_BATCH,
-    REPAIR_HINT,
     GroupSnapshot,
     HeartbeatResult,
     Inspection,
@@ -18,10 +17,9 @@ from ..base import (
 from ..codec import (
     RawGroup,
     RawMember,
-    corrupt,
     decode_group,
     dump_partitions,
-    parse_partitions,
+    heartbeat_partitions,
 )
 from ..codec import dumps as _dumps
 from ..codec import integer as _int
@@ -136,14 +134,13 @@ class RedisBackend(RedisCounts, RedisLocks, RedisCommands):
             partitions=partitions,
         )
 
-    def _stored_partitions(self, raw: Any) -> dict[str, Partition]:
+    def _stored_partitions(self, raw: Any) -> dict[str, Partition] | None:
         """The partitions the heartbeat script read (``[type]`` for a key of another type);
-        anything unreadable is a CorruptStateError naming the key."""
+        None, logged once, when they cannot be read (see ``codec.heartbeat_partitions``)."""
         if isinstance(raw, list):
             found = raw[0] if raw else "?"
-            detail = f"is a {found}, expected a {KEY_TYPES['partitions']}"
-            raise corrupt([Problem(self._partitions, detail, REPAIR_HINT, "partitions")])
-        return parse_partitions(raw, self._partitions)
+            raw = f"a {found}"
+        return heartbeat_partitions(raw, self._partitions)
 
     def reset_incarnation(self, expected: str, hold: float) -> str:
         current = self._run(

@@ -30,7 +30,7 @@ from ..base import (
     RepairReport,
     StopSignal,
 )
-from ..codec import decode_group, dump_partitions, parse_partitions
+from ..codec import decode_group, dump_partitions, heartbeat_partitions
 from ..codec import dumps as _dumps
 from ..codec import parse_slots as _parse_slots
 from ..common import (
@@ -189,7 +189,7 @@ class SQLiteBackend(CountMethods, Backend):
             slots = _parse_slots(
                 slots_raw, self.scope.where("pb_assignment", f"identity {identity!r}")
             )
-            partitions = parse_partitions(partitions_raw, self.scope.group_where("partitions"))
+            partitions = heartbeat_partitions(partitions_raw, self.scope.group_where("partitions"))
         return HeartbeatResult(
             joined=joined,
             changed=changed,
