@@ -17,6 +17,7 @@ The rule that makes this work: code in the runtime never calls ``time.monotonic(
 from __future__ import annotations
 
 import random
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -79,6 +80,8 @@ class Kernel:
     time: Callable[[], float] = staticmethod(time.time)
     #: A random float in [a, b] (jitter of retries and backoffs).
     uniform: Callable[[float, float], float] = staticmethod(random.uniform)
+    #: ``n`` random bytes as hex (a stable identity's instance nonce).
+    token: Callable[[int], str] = staticmethod(secrets.token_hex)
 
     def event(self) -> EventLike:
         return threading.Event()

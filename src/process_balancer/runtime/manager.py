@@ -55,9 +55,8 @@ class Manager(Controls):
         self._monotonic = kernel.monotonic
         self.backend = backend
         #: A stable identity's run (its name and this run's instance), or None.
-        self.stable = (
-            StableRun.start(settings.stable_identity) if settings.stable_identity else None
-        )
+        stable = settings.stable_identity
+        self.stable = StableRun.start(stable, kernel.token) if stable else None
         self.identity = self.stable.name if self.stable else identity or make_identity()
         #: The holder of this run's locks: ``NAME#<instance>`` with a stable identity.
         self.holder = self.stable.holder if self.stable else self.identity

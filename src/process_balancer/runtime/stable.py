@@ -41,8 +41,8 @@ class StableRun:
     instance: str
 
     @classmethod
-    def start(cls, name: str) -> StableRun:
-        return cls(name, secrets.token_hex(4))
+    def start(cls, name: str, token: Callable[[int], str] = secrets.token_hex) -> StableRun:
+        return cls(name, token(4))
 
     @property
     def holder(self) -> str:

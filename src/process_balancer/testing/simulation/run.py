@@ -103,7 +103,7 @@ def run(scenario: sc.Scenario, *, verbose: bool = False) -> Result:
                 checker.fail(
                     "liveness", world.elapsed(), f"thread {task} of {name} died: {error!r}"
                 )
-            owners = [p.owner for p in world.processes.values()] + [world.sim_owner]
+            owners = [p.owner for p in world.runs.values()] + [world.sim_owner]
             sched.close(owners)
     return Result(
         scenario,
@@ -125,11 +125,11 @@ def _check_settled(world: World, quiet_at: float, bound: float) -> None:
     snapshot = world.server.snapshot()
     members = {m.identity for m in snapshot.members}
     live = [p for p in world.processes.values() if p.alive]
-    for process in world.processes.values():
+    for process in world.runs.values():
         if process.state == "stopping" or (process.stop_asked is not None and process.alive):
-            fail("liveness", now, f"{process.name} was asked to stop and has not exited")
+            fail("liveness", now, f"{process.label} was asked to stop and has not exited")
         elif process.exit_code not in (None, 0):
-            fail("liveness", now, f"{process.name} exited with {process.exit_code}")
+            fail("liveness", now, f"{process.label} exited with {process.exit_code}")
     for process in live:
         if process.name not in members:
             fail("liveness", now, f"{process.name} runs but is not a member of the group")

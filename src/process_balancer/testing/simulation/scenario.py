@@ -69,6 +69,8 @@ class Fault:
             return f"count {self.target} -> {int(self.value)}"
         if self.kind == "join":
             return f"join {self.target} (max_threads {int(self.value)})"
+        if self.kind == "restart":
+            return f"restart{target} (a new run of its stable identity)"
         return f"{self.kind}{target}"
 
 
@@ -86,6 +88,9 @@ class Scenario:
     large_steps: bool = False
     #: The jobs' takeover_grace.
     grace: float = 1.0
+    #: Processes run with stable identities (``stable_identity`` = their name), and a crashed
+    #: or stopped one may be restarted under its name (``restart`` faults).
+    stable: bool = False
 
     @property
     def active_faults(self) -> tuple[Fault, ...]:
@@ -113,7 +118,8 @@ class Scenario:
     def describe(self) -> str:
         jobs = ", ".join(f"{job} x{count}" for job, count in self.jobs)
         lines = [
-            f"seed {self.seed}: {len(self.capacities)} processes (max_threads "
+            f"seed {self.seed}: {len(self.capacities)} processes"
+            f"{' with stable identities' if self.stable else ''} (max_threads "
             f"{', '.join(map(str, self.capacities))}), jobs {jobs}, lock TTL {self.lock_ttl:g}s, "
             f"takeover_grace {self.grace:g}s, "
             f"call fault rate {self.noise:.0%} until {FAULTS_END:g}s",
@@ -192,6 +198,23 @@ def generate(seed: int, *, large_steps: bool = False) -> Scenario:
         faults = [
             replace(f, value=min(abs(f.value), most)) if f.kind == "clock" else f for f in faults
         ]
+    # Drawn from a stream of their own, so the faults above are those of every earlier
+    # version of this seed.
+    extra = random.Random(f"scenario-stable:{seed}")
+    stable = extra.random() < 0.5
+    if stable:
+        sizes = dict(zip(names, capacities, strict=False))
+        sizes.update({f.target: int(f.value) for f in faults if f.kind == "join"})
+        for fault in list(faults):
+            if fault.kind in ("crash", "stop") and extra.random() < 0.7:
+                # Mostly within process_expiry (its slots wait for it), sometimes after.
+                delay = (
+                    extra.uniform(0.1, 4.0)
+                    if fault.kind == "crash"
+                    else extra.uniform(SHUTDOWN + 0.5, SHUTDOWN + 4.0)
+                )
+                at = round(fault.at + delay, 3)
+                faults.append(Fault(at, "restart", fault.target, sizes.get(fault.target, 2)))
     faults.sort(key=lambda f: f.at)
     return Scenario(
         seed,
@@ -202,4 +225,5 @@ def generate(seed: int, *, large_steps: bool = False) -> Scenario:
         tuple(faults),
         large_steps=large_steps,
         grace=grace,
+        stable=stable,
     )

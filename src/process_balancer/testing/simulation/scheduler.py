@@ -345,6 +345,7 @@ class SimKernel(Kernel):
         self.monotonic = self._monotonic
         self.time = self._time
         self.uniform = rng.uniform
+        self.token = lambda n: f"{rng.getrandbits(8 * n):0{2 * n}x}"
 
     def _monotonic(self) -> float:
         return self.sched.now

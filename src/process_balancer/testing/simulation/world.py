@@ -32,16 +32,21 @@ class Stop(Exception):
 class SimProcess:
     """One ``process-balancer run``: a real Manager on a simulated kernel and network."""
 
-    def __init__(self, world: World, name: str, capacity: int) -> None:
+    def __init__(self, world: World, name: str, capacity: int, run: int = 1) -> None:
         self.world = world
         self.name = name
+        #: This run of the name: ``p1``, then ``p1.2``, ... for restarts of a stable identity.
+        self.run = run
+        self.label = name if run == 1 else f"{name}.{run}"
         self.capacity = capacity
-        self.owner = Owner(name)
-        self.kernel = SimKernel(world.sched, self.owner, world.stream(f"kernel:{name}"))
-        self.link = Link(world.stream(f"link:{name}"))
+        self.owner = Owner(self.label)
+        label = self.label
+        self.kernel = SimKernel(world.sched, self.owner, world.stream(f"kernel:{label}"))
+        self.link = Link(world.stream(f"link:{label}"))
         self.link.noise = world.scenario.noise
-        self.backend = SimBackend(world, name, world.server, self.link)
-        settings = replace(world.settings, max_threads=capacity)
+        self.backend = SimBackend(world, label, world.server, self.link)
+        stable = name if world.scenario.stable else None
+        settings = replace(world.settings, max_threads=capacity, stable_identity=stable)
         self.manager = Manager(
             settings,
             world.job_classes,
@@ -64,7 +69,7 @@ class SimProcess:
         self.exit_code = self.manager.run()
         self.exited_at = self.world.sched.now
         self.state = "stopped"
-        self.world.note(self.name, f"exited with code {self.exit_code}")
+        self.world.note(self.label, f"exited with code {self.exit_code}")
 
     @property
     def alive(self) -> bool:
@@ -91,7 +96,7 @@ class SimJob(Base):
                 f"({self.worker_count}) or generation ({self.generation})",
             )
         if not world.checker.claim(slot, token):
-            world.note(process.name, f"{slot[0]}:{slot[1]} token {token} refused by the resource")
+            world.note(process.label, f"{slot[0]}:{slot[1]} token {token} refused by the resource")
         if world.raising(self.job_id) and world.job_rng.random() < 0.5:
             raise RuntimeError("simulated failure in lock_records")
         # Mostly short iterations; one in four is a long batch (up to about 12 s), whose
@@ -104,7 +109,7 @@ class SimJob(Base):
         process = world.current_process()
         slot = (self.job_id, self.worker_index)
         run = world.checker.record_start(
-            slot, process.name, self.fencing_token or 0, world.elapsed(), self._freezes
+            slot, process.label, self.fencing_token or 0, world.elapsed(), self._freezes
         )
         if self.job_id in world.partitioned:
             run.generation = self.generation
@@ -178,7 +183,9 @@ class World:
             for job, count in scenario.jobs
         }
         self.settings: Settings = replace(base, jobs=jobs)
+        #: The current (latest) run of every process name, and every run by its label.
         self.processes: dict[str, SimProcess] = {}
+        self.runs: dict[str, SimProcess] = {}
         self._raising: dict[str, float] = {}
         self._snapshots: dict[int, Any] = {}
         self._last_assignment: tuple[int, Any] | None = None
@@ -203,7 +210,7 @@ class World:
     def current_process(self) -> SimProcess:
         task = self.sched.current
         assert task is not None
-        return self.processes[task.owner.name]
+        return self.runs[task.owner.name]
 
     def raising(self, job: str) -> bool:
         return self.sched.now < self._raising.get(job, float("-inf"))
@@ -233,8 +240,8 @@ class World:
         # No other process may still count on a lease of that slot: its own clock must say
         # it has run out (frozen or not, its deadline is its own to keep).
         now = self.sched.now
-        for process in self.processes.values():
-            if process.name == holder or process.state == "crashed":
+        for process in self.runs.values():
+            if process.manager.holder == holder or process.state == "crashed":
                 continue
             membership = process.manager.membership.valid_until
             for lease in process.manager.keeper._held():
@@ -245,7 +252,7 @@ class World:
                     self.checker.fail(
                         "exclusion",
                         self.elapsed(),
-                        f"lock {name} granted to {holder} while {process.name}'s lease on it "
+                        f"lock {name} granted to {holder} while {process.label}'s lease on it "
                         f"runs {left:.3f}s more by its own clock",
                     )
 
@@ -301,9 +308,11 @@ class World:
     # -- faults ------------------------------------------------------------------------------
 
     def spawn_process(self, name: str, capacity: int) -> None:
-        process = SimProcess(self, name, capacity)
+        before = self.processes.get(name)
+        process = SimProcess(self, name, capacity, 1 if before is None else before.run + 1)
         self.processes[name] = process
-        self.note(name, f"starts (max_threads {capacity})")
+        self.runs[process.label] = process
+        self.note(process.label, f"starts (max_threads {capacity})")
         process.start()
 
     def apply(self, fault: sc.Fault) -> None:
@@ -314,6 +323,12 @@ class World:
             process is None or not process.alive
         ):
             self.note("fault", f"(no effect: {fault.target} is not running)")
+            return
+        if kind == "restart":
+            if process is not None and process.alive:
+                self.note("fault", f"(no effect: {process.label} still runs)")
+            else:
+                self.spawn_process(fault.target, int(fault.value))
             return
         if kind == "crash":
             assert process is not None
@@ -365,15 +380,15 @@ class World:
 
     def _thaw(self, process: SimProcess) -> None:
         if process.alive:
-            self.note(process.name, "resumes")
+            self.note(process.label, "resumes")
             self.sched.thaw(process.owner)
 
     def _unslow(self, process: SimProcess) -> None:
-        self.note(process.name, "its link is fast again")
+        self.note(process.label, "its link is fast again")
         process.link.slow = False
 
     def _heal(self, process: SimProcess) -> None:
-        self.note(process.name, "partition heals")
+        self.note(process.label, "partition heals")
         process.link.cut = None
 
     def calls_quiet(self) -> None:
@@ -381,10 +396,10 @@ class World:
             process.link.noise = 0.0
 
     def all_tasks_errors(self) -> Iterator[tuple[str, str, BaseException]]:
-        for process in self.processes.values():
+        for process in self.runs.values():
             for task in process.owner.tasks:
                 if task.error is not None:
-                    yield process.name, task.name, task.error
+                    yield process.label, task.name, task.error
 
     def pending_backoff(self) -> float:
         """Seconds until the last pending worker restart of any process."""
