@@ -157,7 +157,12 @@ def test_every_kind_reads_the_count_and_generation_and_a_partitioned_resize_is_a
                 found.setdefault(e["slot"], []).append(e)
         return found
 
-    wait_until(lambda: len(starts(2)) == 2, 30, message="two slots under count 2")
+    # Both processes run (a TERM before one has installed its handlers would kill it).
+    wait_until(
+        lambda: {e["pid"] for s in starts(2).values() for e in s} == {a.pid, b.pid},
+        30,
+        message="two slots under count 2, on both processes",
+    )
     client.adjust_scheduled_workers("q", to=3)
     wait_until(lambda: len(starts(3)) == 3, 30, message="three slots under count 3")
     old = {e["gen"] for s in starts(2).values() for e in s}
