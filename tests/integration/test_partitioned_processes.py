@@ -1,6 +1,6 @@
-"""Partitioned jobs with real ``process-balancer run`` processes on Redis: a job whose slot
-``i`` of ``N`` owns the tenants ``t % N == i`` is resized 3 -> 5 -> 2 -> 6 while processes
-join and are killed; no tenant is ever handled by two slots at once, the records of two
+"""Partitioned jobs with real ``process-balancer run`` processes on every backend: a job
+whose slot ``i`` of ``N`` owns the tenants ``t % N == i`` is resized 3 -> 5 -> 2 -> 6 while
+processes join and are killed; no tenant is ever handled by two slots at once, the records of two
 counts never overlap, and every tenant is handled under every count."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from support.cli import pb
 from support.harness import IterationLog, Process, wait_until
 from support.tenant_jobs import double_handled, mixed_generations, read_handled
 
-pytestmark = pytest.mark.backends("redis")
+pytestmark = pytest.mark.backends("redis", "sqlite", "postgresql")
 
 TENANTS = 30
 SETTINGS = {"heartbeat_interval": 0.5, "process_expiry": 2.0}
