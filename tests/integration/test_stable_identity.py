@@ -75,6 +75,31 @@ def test_a_crashed_runs_successor_waits_for_it_then_runs_without_overlap(
     assert iteration_log.overlaps() == []
 
 
+def test_a_lone_crashed_runs_successor_frees_its_locks_instead_of_waiting_out_their_ttl(
+    group_config: Callable[..., Path],
+    spawn: Callable[..., Process],
+    iteration_log: IterationLog,
+) -> None:
+    """No peer takes the crashed run's slots over, and its locks would outlive it by their
+    30 s TTL once the name is renewed again: the successor takes them over and releases them
+    once the old membership has ended, and runs every slot seconds after that."""
+    config = group_config(
+        {"q": {**JOB, "workers": 3, "runtime_lock_timeout": 30, "takeover_grace": 0.5}},
+        heartbeat_interval=0.3,
+        process_expiry=2,
+    )
+    a = spawn(config, "a", "--stable-identity", "a")
+    wait_until(settled(iteration_log, {a.pid: 3}), 20, message="a runs 3")
+    a.kill()
+    iteration_log.dead[a.pid] = a.died_at or time.time()
+    killed = time.time()
+    again = spawn(config, "a2", "--stable-identity", "a")
+    wait_until(settled(iteration_log, {again.pid: 3}), 15, message="the new run runs 3")
+    assert time.time() - killed < 12, "the new run waited out the old locks' TTL"
+    assert "freed 3 worker lock(s) left by the previous run of a" in again.log()
+    assert iteration_log.overlaps() == []
+
+
 def test_a_second_live_process_with_the_same_name_runs_nothing_and_says_why(
     group_config: Callable[..., Path],
     spawn: Callable[..., Process],

@@ -126,6 +126,8 @@ def wait_for_name(
     clock when a snapshot has none.
     """
     first: tuple[float, float] | None = None  # (backend time, deadline) when first seen
+    #: The slots the predecessor that did not hand over was assigned, when last seen.
+    held: dict[str, list[int]] = {}
     until = 0.0  # the backend time before which the name is not taken
     errored = False
     failures = 0
@@ -153,9 +155,12 @@ def wait_for_name(
             continue
         now = snapshot.now if snapshot.now is not None else clock()
         member = next((m for m in snapshot.members if m.identity == run.name), None)
+        if member is not None and not handed_over(member):
+            held = snapshot.assignment.get(run.name, held)
         if member is None and now >= until:
             if first is not None:
                 logger.info("stable identity %s is free now; joining as it", run.name)
+                free_locks(backend, run, held, grace)
             return True
         if member is not None and handed_over(member):
             logger.info(
@@ -177,6 +182,7 @@ def wait_for_name(
                     now - member.deadline,
                     run.name,
                 )
+                free_locks(backend, run, held, grace)
                 return True
         if first is None:
             assert member is not None
@@ -210,6 +216,34 @@ def wait_for_name(
                 now - first[0],
             )
         wake.wait(interval)
+
+
+def free_locks(
+    backend: Backend, run: StableRun, held: Mapping[str, list[int]], grace: float
+) -> None:
+    """Take over and release at once the worker locks of a predecessor that stopped without
+    handing over, as any peer may now: its membership ended ``grace`` ago. Once this run
+    renews the name again, a lock naming ``NAME#<old instance>`` would count as held by a live
+    member until its whole TTL ran out; a lock a peer took meanwhile is refused and kept."""
+    freed = 0
+    for job_id, indexes in sorted(held.items()):
+        for index in indexes:
+            name = f"{job_id}:{index}"
+            try:
+                taken = backend.lock_acquire(name, run.holder, 1.0, grace=grace)
+                if taken is not None:
+                    backend.lock_release(name, taken.token)
+                    freed += 1
+            except BackendError as exc:
+                logger.warning(
+                    "could not free worker lock %s of the previous run of %s (%s); it expires "
+                    "by itself within its runtime_lock_timeout",
+                    name,
+                    run.name,
+                    exc,
+                )
+    if freed:
+        logger.info("freed %d worker lock(s) left by the previous run of %s", freed, run.name)
 
 
 def handoff(manager: Process, run: StableRun) -> None:
