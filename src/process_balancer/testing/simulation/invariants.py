@@ -72,8 +72,9 @@ class Checker:
         self.refused = 0
         self.records = 0
         self.quiet_at: float | None = None
-        #: Recent finished records of each partitioned job, for the barrier.
-        self._generations: dict[str, list[RecordRun]] = {}
+        #: Per partitioned job and generation: the record that ended last, and the one that
+        #: ended last of those never paused (for the barrier).
+        self._generations: dict[str, dict[int, tuple[RecordRun, RecordRun | None]]] = {}
 
     def _slot(self, slot: tuple[str, int]) -> _Slot:
         found = self._slots.get(slot)
@@ -157,18 +158,25 @@ class Checker:
 
     def _barrier(self, run: RecordRun, at: float) -> None:
         """A partitioned job's records of two generations overlap only if the one of the
-        older (lower) generation was frozen since its iteration began."""
+        older (lower) generation was frozen since its iteration began.
+
+        Records are checked as they end, so every one seen before ended before this one:
+        one overlaps it exactly when it ended after this one began. Per generation, the
+        record that ended last (and the one that ended last of those never paused) is all
+        that needs keeping."""
         job = run.slot[0]
-        runs = self._generations.setdefault(job, [])
-        for other in runs:
-            assert other.end is not None
-            if other.generation == run.generation or other.end <= run.start:
+        assert run.generation is not None
+        latest = self._generations.setdefault(job, {})
+        for generation, (last, last_steady) in latest.items():
+            if generation == run.generation:
                 continue
-            assert other.generation is not None and run.generation is not None
-            older = other if other.generation < run.generation else run
-            if older.paused:
+            # The older of the two must have been paused: an older generation's steady
+            # record, or any newer one when this record is the older and was never paused.
+            older_other = generation < run.generation
+            other = last_steady if older_other else (None if run.paused else last)
+            if other is None or other.end is None or other.end <= run.start:
                 continue
-            newer = run if older is other else other
+            older, newer = (other, run) if older_other else (run, other)
             self.fail(
                 "barrier",
                 at,
@@ -177,8 +185,8 @@ class Checker:
                 f"{newer.slot[1]} on {newer.process} (generation {newer.generation}, "
                 f"{newer.start:.3f}-{newer.end:.3f}); the older one was never paused",
             )
-        runs[:] = [r for r in runs if r.end is not None and r.end > at - self.KEEP]
-        runs.append(run)
+        steady = latest.get(run.generation, (run, None))[1]
+        latest[run.generation] = (run, steady if run.paused else run)
 
     # -- moves -------------------------------------------------------------------------------
 
