@@ -10,7 +10,7 @@ the last slot of the new count (``pause``). For the partitioned job the gap betw
 record of the old count and the first of the new is printed too (``gap``), and any overlap of
 records of two counts is counted (it must be 0).
 
-    python bench/resize.py [--repeat 3] [--record-time 0.05]
+    python bench/resize.py [--repeat 3] [--record-time 0.05] [--redis-url URL]
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ import time
 import uuid
 from pathlib import Path
 
+import redis
 import yaml
 
 from process_balancer.client.api import Client
 from process_balancer.config.schema import load_config
 
 BENCH_DIR = Path(__file__).resolve().parent
-REDIS = os.environ.get("PB_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+REDIS = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 COUNTS = (6, 3, 5)
 TENANTS = 60
 
@@ -54,8 +55,10 @@ def wait_for(check: object, timeout: float) -> None:
     raise SystemExit(f"timed out after {timeout:g}s")
 
 
-def run_once(partitioned: bool, record_time: float, workdir: Path) -> list[dict[str, float]]:
-    namespace = f"pb-bench-resize-{uuid.uuid4().hex[:8]}"
+def run_once(
+    partitioned: bool, record_time: float, workdir: Path, redis_url: str
+) -> list[dict[str, float]]:
+    namespace = f"pbbench-resize-{uuid.uuid4().hex[:8]}"
     log = workdir / f"{namespace}.jsonl"
     config = workdir / f"{namespace}.yml"
     job = {
@@ -67,7 +70,9 @@ def run_once(partitioned: bool, record_time: float, workdir: Path) -> list[dict[
         "tenant_log": str(log),
     }
     config.write_text(
-        yaml.safe_dump({"global": {"backend": REDIS, "namespace": namespace}, "jobs": {"t": job}})
+        yaml.safe_dump(
+            {"global": {"backend": redis_url, "namespace": namespace}, "jobs": {"t": job}}
+        )
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH_DIR), *sys.path])}
     children = [
@@ -121,6 +126,11 @@ def run_once(partitioned: bool, record_time: float, workdir: Path) -> list[dict[
             except subprocess.TimeoutExpired:
                 child.kill()
         client.backend.close()
+        keys = redis.Redis.from_url(redis_url)
+        stale = list(keys.scan_iter(match=f"{namespace}:*"))
+        if stale:
+            keys.delete(*stale)
+        keys.close()
     return results
 
 
@@ -128,12 +138,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--record-time", type=float, default=0.05)
+    parser.add_argument("--redis-url", default=REDIS)
     args = parser.parse_args()
     found: dict[bool, list[dict[str, float]]] = {True: [], False: []}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeat):
             for partitioned in (False, True):  # side by side, alternating
-                found[partitioned] += run_once(partitioned, args.record_time, Path(tmp))
+                found[partitioned] += run_once(
+                    partitioned, args.record_time, Path(tmp), args.redis_url
+                )
     print(
         f"3 processes, count 4 -> {' -> '.join(map(str, COUNTS))}, {TENANTS} tenants, "
         f"{args.record_time * 1000:g} ms per record, {args.repeat} run(s) per mode"
