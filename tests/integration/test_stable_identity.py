@@ -100,6 +100,37 @@ def test_a_lone_crashed_runs_successor_frees_its_locks_instead_of_waiting_out_th
     assert iteration_log.overlaps() == []
 
 
+def test_a_run_frozen_while_a_successor_took_its_name_stops_when_it_wakes(
+    group_config: Callable[..., Path],
+    spawn: Callable[..., Process],
+    iteration_log: IterationLog,
+) -> None:
+    """An orchestrator replaced a frozen run (a partitioned node) by a new run of the same
+    name. When the old one wakes it must not take the name back: it sees the successor,
+    stops its iterations, exits 0 without another heartbeat, and the successor runs on."""
+    config = group_config(
+        {"q": {**JOB, "workers": 2, "runtime_lock_timeout": 3, "takeover_grace": 0.5}},
+        heartbeat_interval=0.3,
+        process_expiry=2,
+    )
+    old = spawn(config, "old", "--stable-identity", "a")
+    wait_until(settled(iteration_log, {old.pid: 2}), 20, message="the old run runs 2")
+    old.send(signal.SIGSTOP)
+    frozen = time.time()
+    new = spawn(config, "new", "--stable-identity", "a")
+    wait_until(settled(iteration_log, {new.pid: 2}), 20, message="the successor runs 2")
+    old.send(signal.SIGCONT)
+    assert old.wait(20) == 0
+    assert "has taken the name over" in old.log()
+    time.sleep(1.0)
+    assert settled(iteration_log, {new.pid: 2}, window=0.8)()
+    # The old run began nothing after it woke; only an iteration it was in when it froze
+    # may end late (what fencing tokens are for), so overlaps with that one are not counted.
+    assert [i for i in iteration_log.intervals() if i.pid == old.pid and i.start > frozen] == []
+    assert [(a, b) for a, b in iteration_log.overlaps() if old.pid not in (a.pid, b.pid)] == []
+    assert new.popen.poll() is None
+
+
 def test_a_second_live_process_with_the_same_name_runs_nothing_and_says_why(
     group_config: Callable[..., Path],
     spawn: Callable[..., Process],

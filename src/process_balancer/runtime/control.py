@@ -12,18 +12,20 @@ import sys
 import threading
 import traceback
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..backends.base import COMMANDS, Backend, BackendError
+from ..balancing.rebalance import rebalance
 from .kernel import EventLike, Kernel
 from .observer import Observer
+from .stable import handoff, superseded
 from .wakeups import Notifier
 
 if TYPE_CHECKING:
     from ..config.schema import Settings
     from .autoscale import Autoscaler
-    from .leases import Lease
-    from .stable import StableRun
+    from .leases import Lease, LeaseKeeper, Membership
+    from .stable import Process, StableRun
     from .supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,9 @@ class Controls:
     _signals_seen: int
     _joined_once: bool
     _stopping: bool
+    _superseded: bool
+    keeper: LeaseKeeper
+    membership: Membership
     _partitions_unreadable: bool
     jobs: dict[str, Any]
     observers: list[Observer]
@@ -146,6 +151,58 @@ class Controls:
 
     def _on_dump_signal(self, signum: int, frame: FrameType | None) -> None:
         self.request_dump()
+
+    def _leave(self) -> None:
+        self._listener_stop.set()
+        self.keeper.stop()
+        if self._superseded:
+            self.membership.revoke()  # the name is the successor's: nothing to hand over
+            return
+        if self.stable is not None:
+            # Its slots stay assigned to its name, idle, for the next run of it.
+            handoff(cast("Process", self), self.stable)  # the Manager, which is one
+            self.membership.revoke()
+            return
+        try:
+            self.backend.leave(self.identity)
+            rebalance(self.backend)
+        except BackendError as exc:
+            logger.warning(
+                "could not leave the group cleanly (%s); peers notice in %.0fs",
+                exc,
+                self.settings.process_expiry,
+            )
+        self.membership.revoke()
+        logger.info("process %s left the group", self.identity)
+
+    def _supersede_check(self) -> bool:
+        """Before a heartbeat sent after this run's membership may have lapsed: True (and
+        the run stops, cutting every iteration) when another run of its stable identity has
+        taken the name over meanwhile; this run then never heartbeats as the name again."""
+        assert self.stable is not None
+        member = superseded(self.backend, self.stable)
+        if member is None:
+            return False
+        self._superseded = True
+        self._stop_requested = True
+        cut = self.keeper.revoke_all("another run took this process's stable identity over")
+        traits = member.traits
+        logger.error(
+            "process %s (instance %s) was cut off past its membership, and another run of "
+            "stable identity %s (instance %s, pid %s on %s) has taken the name over: this "
+            "run stops %d running iteration(s) at their next record and exits without "
+            "heartbeating as %s again",
+            self.identity,
+            self.stable.instance,
+            self.stable.name,
+            traits.get("instance"),
+            traits.get("pid", "?"),
+            traits.get("hostname", "?"),
+            cut,
+            self.stable.name,
+        )
+        self._wake.set()
+        return True
 
     def _report_unreachable(self, exc: BackendError, failures: int) -> None:
         """Say plainly, once and then every 30 attempts, that the backend cannot be reached

@@ -17,7 +17,7 @@ from .control import Controls, make_identity, thread_dump
 from .kernel import SYSTEM, Kernel
 from .leases import LeaseKeeper, Membership
 from .observer import Observer
-from .stable import StableRun, await_name, handoff
+from .stable import StableRun, await_name
 from .supervisor import Supervisor
 from .wakeups import Notifier
 from .workers.base import WorkerSpec
@@ -84,6 +84,8 @@ class Manager(Controls):
         self._quiet = False
         self._stopping = False
         self._dump_requested = False
+        #: Another run of this stable identity took the name over: stop, never heartbeat.
+        self._superseded = False
         self._joined_once = False
         self._seen_assignment_version = -1
         self._slots: dict[str, tuple[int, ...]] = {}
@@ -236,6 +238,8 @@ class Manager(Controls):
         # Decided before sending: a heartbeat sent this late may reach the backend after the
         # membership expired there, and a peer may have taken over the slots meanwhile.
         late = self._joined_once and self.membership.may_have_lapsed(sent_at, self.keeper.MARGIN)
+        if self._superseded or (late and self.stable is not None and self._supersede_check()):
+            return self.supervisor.reconcile(set(), why_stop="superseded"), None
         result = self.backend.heartbeat(
             self.identity,
             traits=self._traits(),
@@ -349,26 +353,6 @@ class Manager(Controls):
             self._seen_assignment_version = version
             self._stale_since = None
             logger.info("assignment %d stored; this process runs %s", version, self._slots)
-
-    def _leave(self) -> None:
-        self._listener_stop.set()
-        self.keeper.stop()
-        if self.stable is not None:
-            # Its slots stay assigned to its name, idle, for the next run of it.
-            handoff(self, self.stable)
-            self.membership.revoke()
-            return
-        try:
-            self.backend.leave(self.identity)
-            rebalance(self.backend)
-        except BackendError as exc:
-            logger.warning(
-                "could not leave the group cleanly (%s); peers notice in %.0fs",
-                exc,
-                self.settings.process_expiry,
-            )
-        self.membership.revoke()
-        logger.info("process %s left the group", self.identity)
 
     def _make_spec(self, job_id: str, index: int) -> WorkerSpec:
         entry = self.jobs[job_id]

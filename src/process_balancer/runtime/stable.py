@@ -246,6 +246,22 @@ def free_locks(
         logger.info("freed %d worker lock(s) left by the previous run of %s", freed, run.name)
 
 
+def superseded(backend: Backend, run: StableRun) -> MemberState | None:
+    """The member of ``run``'s name when another run renews it now (this one was cut off
+    long enough for a successor to take the name over), else None. Read before this run,
+    whose membership may have lapsed, heartbeats again: that heartbeat would take the name
+    back from the successor."""
+    try:
+        snapshot = backend.snapshot()
+    except BackendError:
+        return None  # the heartbeat about to be sent fails too, and is retried
+    member = next((m for m in snapshot.members if m.identity == run.name), None)
+    if member is None or member.traits.get("instance") in (None, run.instance):
+        return None
+    now = snapshot.now
+    return member if now is None or member.deadline > now else None
+
+
 def handoff(manager: Process, run: StableRun) -> None:
     """Instead of leaving: one last heartbeat that keeps the membership for process_expiry
     and says this run stopped cleanly (every worker has stopped and released its lock)."""
