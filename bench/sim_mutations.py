@@ -127,6 +127,14 @@ MUTATIONS = [
         "    if not all(lock_is_free(group, name, now, grace) for name in record.names):",
         "    if False:",
     ),
+    Mutation(
+        "no-supersede-check",
+        "a run of a stable identity that was cut off past its membership, or that heartbeats "
+        "in turn with another run of its name, never checks whether a newer run holds the name",
+        "runtime/manager.py",
+        "        doubt = late or self._name_contested\n",
+        "        doubt = False\n",
+    ),
 ]
 
 RUNNER = """

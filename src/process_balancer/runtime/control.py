@@ -180,7 +180,7 @@ class Controls:
         the run stops, cutting every iteration) when another run of its stable identity has
         taken the name over meanwhile; this run then never heartbeats as the name again."""
         assert self.stable is not None
-        member = superseded(self.backend, self.stable)
+        member = superseded(self.backend, self.stable, self.started_at)
         if member is None:
             return False
         self._superseded = True
@@ -188,10 +188,10 @@ class Controls:
         cut = self.keeper.revoke_all("another run took this process's stable identity over")
         traits = member.traits
         logger.error(
-            "process %s (instance %s) was cut off past its membership, and another run of "
-            "stable identity %s (instance %s, pid %s on %s) has taken the name over: this "
-            "run stops %d running iteration(s) at their next record and exits without "
-            "heartbeating as %s again",
+            "process %s (instance %s): a newer run of stable identity %s (instance %s, pid %s "
+            "on %s) has taken the name over (this one was cut off past its membership, or "
+            "both run at once): this run stops %d running iteration(s) at their next record "
+            "and exits without heartbeating as %s again",
             self.identity,
             self.stable.instance,
             self.stable.name,

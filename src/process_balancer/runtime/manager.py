@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..backends.base import Backend, BackendError, CorruptStateError, Partition
 from ..balancing.rebalance import rebalance
@@ -86,6 +87,8 @@ class Manager(Controls):
         self._dump_requested = False
         #: Another run of this stable identity took the name over: stop, never heartbeat.
         self._superseded = False
+        self._name_contested = False
+        self._traits_sent: dict[str, Any] = {}
         self._joined_once = False
         self._seen_assignment_version = -1
         self._slots: dict[str, tuple[int, ...]] = {}
@@ -238,11 +241,13 @@ class Manager(Controls):
         # Decided before sending: a heartbeat sent this late may reach the backend after the
         # membership expired there, and a peer may have taken over the slots meanwhile.
         late = self._joined_once and self.membership.may_have_lapsed(sent_at, self.keeper.MARGIN)
-        if self._superseded or (late and self.stable is not None and self._supersede_check()):
+        doubt = late or self._name_contested
+        if self._superseded or (doubt and self.stable is not None and self._supersede_check()):
             return self.supervisor.reconcile(set(), why_stop="superseded"), None
+        traits = self._traits()
         result = self.backend.heartbeat(
             self.identity,
-            traits=self._traits(),
+            traits=traits,
             info=self._info(),
             expiry=self.settings.process_expiry,
             seen_assignment_version=self._seen_assignment_version,
@@ -277,6 +282,15 @@ class Manager(Controls):
                 "it until it catches up (crashed processes are noticed later), nothing else",
                 -step,
             )
+        # Another run of this stable identity heartbeats too: each of its heartbeats writes
+        # other traits, so this one changes the state although nothing of it changed.
+        self._name_contested = bool(
+            self.stable is not None
+            and result.changed
+            and not (reasons or result.joined)
+            and traits == self._traits_sent
+        )
+        self._traits_sent = traits
         if reasons:
             # Before the membership is extended: every iteration stops, and the locks are
             # taken afresh, by this process or by a peer that has taken them over.

@@ -246,11 +246,13 @@ def free_locks(
         logger.info("freed %d worker lock(s) left by the previous run of %s", freed, run.name)
 
 
-def superseded(backend: Backend, run: StableRun) -> MemberState | None:
-    """The member of ``run``'s name when another run renews it now (this one was cut off
-    long enough for a successor to take the name over), else None. Read before this run,
-    whose membership may have lapsed, heartbeats again: that heartbeat would take the name
-    back from the successor."""
+def superseded(backend: Backend, run: StableRun, started_at: float) -> MemberState | None:
+    """The member of ``run``'s name when a newer run (started after ``started_at``, this
+    run's start) renews it now, else None: this one was cut off long enough for a successor
+    to take the name over, or the two heartbeat in turn (each writing its own traits). Read
+    before this run heartbeats again, which would take the name back. Of two runs of one
+    name exactly one gives way: the older one (the lower instance when both started at
+    once)."""
     try:
         snapshot = backend.snapshot()
     except BackendError:
@@ -259,7 +261,13 @@ def superseded(backend: Backend, run: StableRun) -> MemberState | None:
     if member is None or member.traits.get("instance") in (None, run.instance):
         return None
     now = snapshot.now
-    return member if now is None or member.deadline > now else None
+    if now is not None and member.deadline <= now:
+        return None
+    other = member.traits.get("started_at")
+    if not isinstance(other, (int, float)) or isinstance(other, bool):
+        return member
+    newer = (other, str(member.traits.get("instance"))) > (started_at, run.instance)
+    return member if newer else None
 
 
 def handoff(manager: Process, run: StableRun) -> None:

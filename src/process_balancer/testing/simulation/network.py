@@ -51,7 +51,7 @@ class World(Protocol):
         self, process: str, op: str, delay: float, apply: Callable[[], object]
     ) -> None: ...
 
-    def heartbeat_applied(self, identity: str, result: HeartbeatResult) -> None: ...
+    def heartbeat_applied(self, label: str, result: HeartbeatResult) -> None: ...
 
     def lock_granted(self, name: str, holder: str, fence: int) -> None: ...
 
@@ -188,7 +188,7 @@ class SimBackend(Backend):
                 known_version=known_version,
                 hold=hold,
             )
-            self.world.heartbeat_applied(identity, result)
+            self.world.heartbeat_applied(self.process, result)
             return result
 
         return self._call("heartbeat", apply)

@@ -13,7 +13,7 @@ from ...runtime.workers.base import ACQUIRE_RETRY_MAX
 from . import scenario as sc
 from .invariants import Violation
 from .network import CALL_TIMEOUT
-from .world import Stop, TraceHandler, World
+from .world import SimProcess, Stop, TraceHandler, World
 
 #: Seconds the group gets, past the bound of :func:`settle_bound`, before it is checked.
 FINAL_WINDOW = 3.0
@@ -116,6 +116,24 @@ def run(scenario: sc.Scenario, *, verbose: bool = False) -> Result:
     )
 
 
+def _holders(world: World, now: float) -> list[SimProcess]:
+    """The live runs that hold their names: with stable identities, a run waiting for its
+    name while another live run of it holds it (a restart beside a run that came back) runs
+    nothing by design and is left out; two runs of one name both holding it is a failure."""
+    alive = [p for p in world.runs.values() if p.alive]
+    holders = [
+        p
+        for p in alive
+        if p.manager._joined_once
+        or not any(q is not p and q.name == p.name and q.manager._joined_once for q in alive)
+    ]
+    names = [p.name for p in holders]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        runs = ", ".join(p.label for p in holders if p.name == name)
+        world.checker.fail("liveness", now, f"runs {runs} of {name} all hold the name")
+    return holders
+
+
 def _check_settled(world: World, quiet_at: float, bound: float) -> None:
     """Completeness, balance, capacity and liveness, once the faults have been over long
     enough."""
@@ -124,7 +142,7 @@ def _check_settled(world: World, quiet_at: float, bound: float) -> None:
     fail = checker.fail
     snapshot = world.server.snapshot()
     members = {m.identity for m in snapshot.members}
-    live = [p for p in world.processes.values() if p.alive]
+    live = _holders(world, now)
     for process in world.runs.values():
         if process.state == "stopping" or (process.stop_asked is not None and process.alive):
             fail("liveness", now, f"{process.label} was asked to stop and has not exited")

@@ -215,6 +215,26 @@ def generate(seed: int, *, large_steps: bool = False) -> Scenario:
                 )
                 at = round(fault.at + delay, 3)
                 faults.append(Fault(at, "restart", fault.target, sizes.get(fault.target, 2)))
+            elif (
+                fault.kind in ("pause", "partition")
+                and fault.value > EXPIRY + grace + 4.0
+                and not any(
+                    other is not fault
+                    and other.target == fault.target
+                    and other.kind in ("pause", "partition")
+                    and other.at < fault.end
+                    and fault.at < other.end
+                    for other in faults
+                )
+                and extra.random() < 0.5
+            ):
+                # An orchestrator replaces a run it cannot reach (a frozen or cut-off node)
+                # by a new run of the same name, while the old one still exists. The old run
+                # stays cut off until its membership (extended by a late heartbeat, at
+                # worst) has ended and the new run has joined; a run back sooner is a
+                # second live process of one name, which waits for good by design.
+                at = round(fault.at + extra.uniform(0.1, 1.0), 3)
+                faults.append(Fault(at, "restart", fault.target, sizes.get(fault.target, 2)))
     faults.sort(key=lambda f: f.at)
     return Scenario(
         seed,

@@ -57,6 +57,8 @@ class SimProcess:
         )
         self.state = "running"  # quiet, stopping, stopped, crashed
         self.freezes = 0
+        #: Frozen or partitioned now: an orchestrator may start a new run of its name.
+        self.cut_off = False
         self.exit_code: int | None = None
         self.stop_asked: float | None = None
         self.exited_at: float | None = None
@@ -225,13 +227,13 @@ class World:
 
         self.sched.spawn(self.sim_owner, f"late-{op}", deliver)
 
-    def heartbeat_applied(self, identity: str, result: HeartbeatResult) -> None:
-        process = self.processes.get(identity)
+    def heartbeat_applied(self, label: str, result: HeartbeatResult) -> None:
+        process = self.runs.get(label)
         if process is not None:
             process.last_heartbeat = self.sched.now
         if result.joined or result.new_incarnation:
             extra = f"; new incarnation: {result.new_incarnation}" if result.new_incarnation else ""
-            self.note(identity, f"heartbeat: joined={result.joined} v{result.version}{extra}")
+            self.note(label, f"heartbeat: joined={result.joined} v{result.version}{extra}")
 
     def lock_granted(self, name: str, holder: str, fence: int) -> None:
         job, _, index = name.rpartition(":")
@@ -325,7 +327,9 @@ class World:
             self.note("fault", f"(no effect: {fault.target} is not running)")
             return
         if kind == "restart":
-            if process is not None and process.alive:
+            if process is None:
+                self.note("fault", f"(no effect: {fault.target} never ran)")
+            elif process.alive and not process.cut_off:
                 self.note("fault", f"(no effect: {process.label} still runs)")
             else:
                 self.spawn_process(fault.target, int(fault.value))
@@ -337,11 +341,13 @@ class World:
         elif kind == "pause":
             assert process is not None
             process.freezes += 1
+            process.cut_off = True
             self.sched.freeze(process.owner)
             self.sched.call_at(self.sched.now + fault.value, lambda: self._thaw(process))
         elif kind == "partition":
             assert process is not None
             process.link.cut = fault.mode
+            process.cut_off = True
             self.sched.call_at(self.sched.now + fault.value, lambda: self._heal(process))
         elif kind == "slow":
             assert process is not None
@@ -379,6 +385,7 @@ class World:
                 process.manager.request_stop()
 
     def _thaw(self, process: SimProcess) -> None:
+        process.cut_off = False
         if process.alive:
             self.note(process.label, "resumes")
             self.sched.thaw(process.owner)
@@ -390,6 +397,7 @@ class World:
     def _heal(self, process: SimProcess) -> None:
         self.note(process.label, "partition heals")
         process.link.cut = None
+        process.cut_off = False
 
     def calls_quiet(self) -> None:
         for process in self.processes.values():
