@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ..base import Acquired, CorruptStateError, Gate
 from ..codec import parse_partitions, report_once, shown
 from ..common import lock_lifetime, log_takeover, member_of
-from .store import Group, HeldLock, MemoryStore, is_time
+from .store import Group, HeldLock, MemoryStore, Where, is_time
 
 
 @dataclass
@@ -24,25 +24,32 @@ class GateRecord:
     blocked_until: float = 0.0
 
 
+def held_by_member(group: Group, lock: HeldLock, now: float, grace: float) -> bool:
+    """``lock`` is live in the current incarnation and its holder's membership has not
+    ended ``grace`` ago: nobody else may take it (a crashed holder's lock is free
+    takeover_grace after its membership expired, not after the lock's whole TTL)."""
+    if lock.expires_at <= now or lock.incarnation != group.incarnation:
+        return False
+    member = member_of(lock.holder)
+    deadline = group.members.get(member, group.departed.get(member))
+    return is_time(deadline) and deadline + grace > now
+
+
 def lock_is_free(group: Group, name: str, now: float, grace: float) -> bool:
     """Nobody may still run under lock ``name``: it is absent or expired, of an earlier
     incarnation, or its holder's membership ended ``grace`` ago (or is unknown)."""
     lock = group.locks.get(name)
-    if lock is None or lock.expires_at <= now or lock.incarnation != group.incarnation:
-        return True
-    member = member_of(lock.holder)
-    deadline = group.members.get(member, group.departed.get(member))
-    return not (is_time(deadline) and deadline + grace > now)
+    return lock is None or not held_by_member(group, lock, now, grace)
 
 
 def gate_admits(
-    group: Group, gate: Gate, now: float, ttl: float, grace: float, where: str
+    group: Group, gate: Gate, now: float, ttl: float, grace: float, where: Where
 ) -> GateRecord | None:
     """The job's gate record if a lock may be taken under ``gate`` now (the caller adds the
     lock's name to it once granted), else None; moves the gate to a new generation once
     every lock of the earlier one is free."""
     try:
-        stored = parse_partitions(group.partitions, f"{where}:partitions")
+        stored = parse_partitions(group.partitions, where("partitions"))
     except CorruptStateError as exc:
         report_once(f"{exc}; no lock of a partitioned job is granted until then")
         return None
@@ -52,7 +59,7 @@ def gate_admits(
     record = group.gates.get(gate.job_id)
     if record is not None and not isinstance(record, GateRecord):
         report_once(
-            f"{where}:gate:{gate.job_id} holds {shown(record)}, not a gate this program "
+            f"{where('gate', gate.job_id)} holds {shown(record)}, not a gate this program "
             "wrote; it is replaced, and no lock of the job is granted until every holder "
             "under the old one has stopped (the lock's ttl and takeover_grace)"
         )
@@ -113,23 +120,15 @@ class MemoryLocks:
                 return None
             record = None
             if gate is not None:
-                record = gate_admits(group, gate, now, ttl, grace, self._where("")[:-1])
+                record = gate_admits(group, gate, now, ttl, grace, self._where)
                 if record is None:
                     return None
             current = group.locks.get(name)
-            if (
-                current is not None
-                and current.expires_at > now
-                and current.holder != holder
-                and current.incarnation == group.incarnation
-            ):
-                # The lock names its holder: a crashed holder's lock is free takeover_grace
-                # after its membership expired, not after the lock's whole TTL.
-                member = member_of(current.holder)
-                deadline = group.members.get(member, group.departed.get(member))
-                if is_time(deadline) and deadline + grace > now:
+            if current is not None and current.holder != holder:
+                if held_by_member(group, current, now, grace):
                     return None
-                previous = current.holder
+                if current.expires_at > now and current.incarnation == group.incarnation:
+                    previous = current.holder  # taken over from a holder that is gone
             # At least the clock in microseconds: tokens keep increasing across a wipe.
             fence = max(group.fences.get(name, 0) + 1, int(now * 1_000_000))
             group.fences[name] = fence
