@@ -156,14 +156,21 @@ def effective_counts(snapshot: GroupSnapshot) -> dict[str, int]:
     return counts
 
 
-def compute(snapshot: GroupSnapshot, members: list[Member] | None = None) -> Assignment:
+def compute(
+    snapshot: GroupSnapshot,
+    members: list[Member] | None = None,
+    counts: Mapping[str, int] | None = None,
+    rules: Mapping[str, JobPlacement] | None = None,
+) -> Assignment:
+    """The assignment for ``snapshot``; ``members``, ``counts`` and ``rules`` are what it is
+    computed from, when the caller has them already."""
     if members is None:
         members = [member_from_state(m) for m in snapshot.members]
     return assign(
         members,
-        effective_counts(snapshot),
+        effective_counts(snapshot) if counts is None else counts,
         previous=snapshot.assignment,
-        placement=job_placements(snapshot.members),
+        placement=job_placements(snapshot.members) if rules is None else rules,
     )
 
 
@@ -197,8 +204,10 @@ def rebalance(backend: Backend) -> tuple[int, Assignment, dict[str, Partition]] 
     if snapshot.version == snapshot.assignment_version:
         return None
     members = [member_from_state(m) for m in snapshot.members]
-    result = compute(snapshot, members)
-    partitions = next_partitions(snapshot, effective_counts(snapshot))
+    counts = effective_counts(snapshot)
+    rules = job_placements(snapshot.members)
+    result = compute(snapshot, members, counts, rules)
+    partitions = next_partitions(snapshot, counts)
     if not backend.write_assignment(snapshot.version, result.slots, result.unplaced, partitions):
         return None
     for job_id, partition in sorted(partitions.items()):
@@ -211,7 +220,6 @@ def rebalance(backend: Backend) -> tuple[int, Assignment, dict[str, Partition]] 
                 partition.count,
                 partition.generation,
             )
-    rules = job_placements(snapshot.members)
     for job_id, indexes in sorted(result.unplaced.items()):
         reason = unplaced_reason(job_id, members, rules.get(job_id, ANYWHERE))
         if reason.code in ("no_process", "not_active"):
