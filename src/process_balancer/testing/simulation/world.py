@@ -185,8 +185,7 @@ class World:
             for job, count in scenario.jobs
         }
         self.settings: Settings = replace(base, jobs=jobs)
-        #: The current (latest) run of every process name, and every run by its label.
-        self.processes: dict[str, SimProcess] = {}
+        #: Every run of every process, by its label, in the order they started.
         self.runs: dict[str, SimProcess] = {}
         self._raising: dict[str, float] = {}
         self._snapshots: dict[int, Any] = {}
@@ -194,6 +193,12 @@ class World:
         self.start = self.sched.now
 
     # -- helpers -----------------------------------------------------------------------------
+
+    @property
+    def processes(self) -> dict[str, SimProcess]:
+        """The latest run of every process name (a restart under a stable identity is a new
+        run of the same name)."""
+        return {process.name: process for process in self.runs.values()}
 
     def stream(self, name: str) -> random.Random:
         """An independent random stream of this seed (adding a draw to one leaves the others
@@ -312,7 +317,6 @@ class World:
     def spawn_process(self, name: str, capacity: int) -> None:
         before = self.processes.get(name)
         process = SimProcess(self, name, capacity, 1 if before is None else before.run + 1)
-        self.processes[name] = process
         self.runs[process.label] = process
         self.note(process.label, f"starts (max_threads {capacity})")
         process.start()
@@ -400,7 +404,7 @@ class World:
         process.cut_off = False
 
     def calls_quiet(self) -> None:
-        for process in self.processes.values():
+        for process in self.runs.values():
             process.link.noise = 0.0
 
     def all_tasks_errors(self) -> Iterator[tuple[str, str, BaseException]]:
@@ -413,7 +417,7 @@ class World:
         """Seconds until the last pending worker restart of any process."""
         due = [
             at - self.sched.now
-            for process in self.processes.values()
+            for process in self.runs.values()
             if process.alive
             for at in process.manager.supervisor._restart_at.values()
         ]
