@@ -20,8 +20,8 @@
 -- took over), {4, ms} no lock is granted for that long after a new incarnation, {5, key,
 -- value, ms} the lock key holds something this program never wrote (the slot is free when it
 -- expires, in ms), {6, key, type, value} the stored partitions cannot be read (nothing
--- granted under a gate; value is '' for a key of another type than string), {7, key, what} the gate could not be read and was replaced by one that
--- grants nothing for the key ttl.
+-- granted under a gate; value is '' for a key of another type than string), {7, key, what}
+-- the gate could not be read and was replaced by one that grants nothing for the key ttl.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local grace = tonumber(ARGV[4])
@@ -266,7 +266,7 @@ end
 local stored = 0
 if redis.call('TYPE', KEYS[2])['ok'] == 'string' then
   local raw = redis.call('GET', KEYS[2])
-  if string.match(raw, '^%d+$') and #raw <= 16 and tonumber(raw) < 9007199254740992 then
+  if string.match(raw, '^%d+$') and #raw <= 16 and tonumber(raw) < LIMIT then
     stored = tonumber(raw)
   end
 end
